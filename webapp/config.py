@@ -1,0 +1,27 @@
+"""Configuration: one place, read from the environment with defaults."""
+import os
+
+
+def _int(name, default):
+    return int(os.environ.get(name, default))
+
+
+def _float(name, default):
+    return float(os.environ.get(name, default))
+
+
+def from_environment():
+    """Return the settings that the environment gives, with Winnow's defaults."""
+    return {
+        # None means Flask's instance folder (resolved in create_app).
+        "DATA_DIR": os.environ.get("WINNOW_DATA_DIR") or None,
+        "SECRET_KEY": os.environ.get("WINNOW_SECRET_KEY") or None,
+        "ADMIN_PASSWORD": os.environ.get("WINNOW_ADMIN_PASSWORD") or None,
+        "VALID_PCT": _float("WINNOW_VALID_PCT", 0.2),
+        "SPLIT_SEED": _int("WINNOW_SPLIT_SEED", 42),
+        "MAX_PIXELS": _int("WINNOW_MAX_PIXELS", 25_000_000),
+        "MAX_CONTENT_LENGTH": _int("WINNOW_MAX_UPLOAD_BYTES", 20 * 1024 * 1024),
+        "LOGIN_RATE_LIMIT": os.environ.get("WINNOW_LOGIN_RATE_LIMIT", "10 per minute"),
+        # Load the active model when the app is created (the serving default).
+        "LOAD_MODEL": os.environ.get("WINNOW_LOAD_MODEL", "1") != "0",
+    }

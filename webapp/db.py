@@ -1,0 +1,48 @@
+"""SQLite connections to the data directory's store (WAL mode)."""
+import sqlite3
+from importlib import resources
+from pathlib import Path
+
+DB_NAME = "winnow.sqlite3"
+
+
+def connect(data_dir):
+    """Open the store in `data_dir`, creating its tables on first use."""
+    path = Path(data_dir) / DB_NAME
+    conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=30000")
+    conn.executescript(resources.files("webapp").joinpath("schema.sql").read_text())
+    return conn
+
+
+class transaction:
+    """Run a block as one write transaction (BEGIN IMMEDIATE: no lost updates)."""
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def __enter__(self):
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type, exc, tb):
+        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+        return False
+
+
+def get_setting(conn, key, default=None):
+    """Return a stored setting, or `default`."""
+    row = conn.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+    return row["value"] if row else default
+
+
+def set_setting(conn, key, value):
+    """Store a setting."""
+    conn.execute(
+        "INSERT INTO settings(key, value) VALUES (?, ?) "
+        "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        (key, value),
+    )

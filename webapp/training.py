@@ -1,0 +1,264 @@
+"""Training with the lesson's recipe, from cleaned.csv into a new model version."""
+import csv
+import math
+import os
+import platform
+import socket
+import tempfile
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from . import registry
+from .manifest import CLEANED_CSV, file_sha256
+
+ARCHS = ("resnet18", "resnet34", "resnet50")
+FALLBACK_LR = 1e-3
+
+
+class TrainingRefused(ValueError):
+    """The dataset cannot be trained on yet; the message says what to fix."""
+
+
+@dataclass
+class TrainOptions:
+    """The lesson's knobs, with its defaults."""
+
+    arch: str = "resnet34"
+    size: int = 224
+    epochs: int = 4  # frozen: fit_one_cycle(epochs, lr)
+    fine_tune_epochs: int = 2  # unfrozen: fit_one_cycle(fine_tune_epochs, slice(lo, hi))
+    lr: float | None = None  # None: lr_find's suggestion
+    bs: int = 64
+    valid_pct: float = 0.2  # recorded: the split itself is fixed in the store
+    seed: int = 42
+    pretrained: bool | None = None  # None: use ImageNet weights when torchvision can load them
+    num_workers: int = 0
+    lr_find_iters: int = 100
+    activate: bool = True
+
+    def check(self):
+        """Raise TrainingRefused for settings that cannot work."""
+        if self.arch not in ARCHS:
+            raise TrainingRefused(f"unknown architecture {self.arch!r}; choose one of {', '.join(ARCHS)}")
+        if not 16 <= self.size <= 1024:
+            raise TrainingRefused("the image size must be between 16 and 1024 pixels")
+        if self.epochs < 0 or self.fine_tune_epochs < 0 or self.epochs + self.fine_tune_epochs == 0:
+            raise TrainingRefused("train for at least one epoch")
+        if self.bs < 2:
+            raise TrainingRefused("the batch size must be at least 2")
+        if self.lr is not None and not 0 < self.lr < 10:
+            raise TrainingRefused("the learning rate must be between 0 and 10")
+
+
+def read_manifest(data_dir):
+    """Return cleaned.csv's rows as dicts, or refuse if it is missing."""
+    path = Path(data_dir) / CLEANED_CSV
+    if not path.is_file():
+        raise TrainingRefused(f"{CLEANED_CSV} does not exist yet: add and label some images first")
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def dataset_counts(rows):
+    """Return {class: {"train": n, "valid": n}} from cleaned.csv rows."""
+    counts = {}
+    for r in rows:
+        split = "valid" if r["is_valid"] == "True" else "train"
+        counts.setdefault(r["label"], Counter())[split] += 1
+    return {k: {"train": v["train"], "valid": v["valid"]} for k, v in sorted(counts.items())}
+
+
+def check_dataset(counts):
+    """Refuse datasets the recipe cannot train and validate on."""
+    if len(counts) < 2:
+        raise TrainingRefused(
+            f"training needs at least two classes with images; {CLEANED_CSV} has {len(counts)}"
+        )
+    no_valid = [c for c, n in counts.items() if n["valid"] == 0]
+    if no_valid:
+        raise TrainingRefused(
+            "these classes have no validation images, so their error cannot be measured: "
+            f"{', '.join(no_valid)} (add more images: about 1 in 5 goes to validation)"
+        )
+    no_train = [c for c, n in counts.items() if n["train"] == 0]
+    if no_train:
+        raise TrainingRefused(f"these classes have no training images: {', '.join(no_train)}")
+
+
+def weights_cached(arch):
+    """Tell whether torchvision's ImageNet weights for `arch` are in the local cache."""
+    import torch
+    from torchvision.models import get_model_weights
+
+    url = get_model_weights(arch).DEFAULT.url
+    return (Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]).is_file()
+
+
+def pretrained_weights_available(arch, allow_download=True, timeout=15):
+    """Tell whether ImageNet weights can be had: in the cache, or downloaded now."""
+    if weights_cached(arch):
+        return True
+    if not allow_download:
+        return False
+    from torchvision.models import get_model_weights
+
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout)
+    try:
+        get_model_weights(arch).DEFAULT.get_state_dict(progress=False, check_hash=True)
+        return True
+    except Exception:
+        return False
+    finally:
+        socket.setdefaulttimeout(old)
+
+
+def _make_callbacks(on_progress):
+    """Return a fastai callback that records epochs and reports batch progress."""
+    from fastai.callback.core import Callback
+
+    class Report(Callback):
+        order = 70  # after Recorder, so its log for the epoch is complete
+
+        def __init__(self):
+            self.phase, self.history, self.started = "", [], None
+
+        def before_epoch(self):
+            self.started = time.monotonic()
+
+        def after_batch(self):
+            if on_progress and self.training:
+                on_progress(phase=self.phase, epoch=self.epoch, n_epochs=self.n_epoch,
+                            batch=self.iter + 1, n_batches=self.n_iter,
+                            loss=float(self.smooth_loss))
+
+        def after_epoch(self):
+            if self.phase not in ("frozen", "unfrozen"):
+                return
+            names = self.recorder.metric_names[1:-1]  # drop "epoch" and "time"
+            values = dict(zip(names, self.recorder.log[1:len(names) + 1]))
+            self.history.append({"phase": self.phase, "epoch": len(self.history),
+                                 **{k: _num(v) for k, v in values.items()},
+                                 "seconds": round(time.monotonic() - self.started, 2)})
+
+    return Report()
+
+
+def _num(v):
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _finite_or(x, default):
+    return float(x) if x is not None and math.isfinite(float(x)) else default
+
+
+def _lr_find(learn, report, iters, on_progress):
+    """Run lr_find and return (suggestion, curve) without disturbing the weights."""
+    from fastai.callback.schedule import minimum, steep, valley
+
+    report.phase = "lr_find"
+    if on_progress:
+        on_progress(phase="lr_find", epoch=0, n_epochs=1, batch=0, n_batches=iters, loss=None)
+    found = learn.lr_find(num_it=iters, show_plot=False, suggest_funcs=(minimum, steep, valley))
+    lrs = [float(x) for x in learn.recorder.lrs]
+    losses = [float(x) for x in learn.recorder.losses]
+    step = max(1, len(lrs) // 100)
+    curve = {"lr": lrs[::step], "loss": losses[::step],
+             "suggestions": {k: _finite_or(v, None) for k, v in found._asdict().items()}}
+    return _finite_or(found.valley, FALLBACK_LR), curve
+
+
+def build_learner(data_dir, opts, pretrained):
+    """Create the DataLoaders from cleaned.csv and a vision learner on them."""
+    import torchvision.models as tvm
+    from fastai.vision.all import (ImageDataLoaders, Resize, aug_transforms, error_rate,
+                                   vision_learner)
+
+    n_train = sum(1 for r in read_manifest(data_dir) if r["is_valid"] != "True")
+    dls = ImageDataLoaders.from_csv(
+        data_dir, CLEANED_CSV, valid_col="is_valid", item_tfms=Resize(opts.size),
+        batch_tfms=aug_transforms(), bs=min(opts.bs, n_train), seed=opts.seed,
+        num_workers=opts.num_workers, device="cpu",
+    )
+    learn = vision_learner(dls, getattr(tvm, opts.arch), metrics=error_rate, pretrained=pretrained)
+    return learn
+
+
+def train(data_dir, opts=None, on_progress=None, show_bar=False, log=print):
+    """Train with the lesson's recipe on cleaned.csv; register (and activate) the new version."""
+    opts = opts or TrainOptions()
+    opts.check()
+    data_dir = Path(data_dir)
+    rows = read_manifest(data_dir)
+    counts = dataset_counts(rows)
+    check_dataset(counts)
+    csv_sha = file_sha256(data_dir / CLEANED_CSV)
+
+    pretrained = opts.pretrained
+    if pretrained is None:
+        allow = os.environ.get("WINNOW_OFFLINE", "0") != "1"
+        pretrained = pretrained_weights_available(opts.arch, allow_download=allow)
+    log(f"Training {opts.arch} at {opts.size}px on {len(rows)} images in {len(counts)} classes; "
+        + ("starting from ImageNet weights." if pretrained else
+           "ImageNet weights are not available here, so it trains from scratch "
+           "(expect lower accuracy than the lesson's)."))
+
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="winnow-train-") as work:
+        learn = build_learner(data_dir, opts, pretrained)
+        learn.path = Path(work)  # lr_find's temporary weights go here, not into models/
+        report = _make_callbacks(on_progress)
+        learn.add_cb(report)
+        if not show_bar:
+            learn.remove_cbs([cb for cb in learn.cbs if type(cb).__name__ == "ProgressCallback"])
+        learn.freeze()
+        lr_curves = {}
+        lr = opts.lr
+        if lr is None:
+            lr, lr_curves["frozen"] = _lr_find(learn, report, opts.lr_find_iters, on_progress)
+        report.phase = "frozen"
+        if opts.epochs:
+            learn.fit_one_cycle(opts.epochs, lr)
+        learn.unfreeze()
+        hi = lr / 5
+        lo, lr_curves["unfrozen"] = _lr_find(learn, report, opts.lr_find_iters, on_progress)
+        lo = min(lo, hi / 10)
+        report.phase = "unfrozen"
+        if opts.fine_tune_epochs:
+            learn.fit_one_cycle(opts.fine_tune_epochs, slice(lo, hi))
+        learn.remove_cb(report)
+        if on_progress:
+            on_progress(phase="export", epoch=0, n_epochs=1, batch=0, n_batches=1, loss=None)
+        version_dir = registry.new_version_dir(data_dir)
+        learn.path = version_dir
+        learn.export(version_dir / registry.EXPORT)
+
+    metrics = {
+        "arch": opts.arch, "size": opts.size, "options": asdict(opts),
+        "lr": lr, "lr_unfrozen": [lo, hi], "history": report.history, "lr_find": lr_curves,
+        "error_rate": report.history[-1].get("error_rate") if report.history else None,
+        "pretrained": bool(pretrained), "seconds": round(time.monotonic() - started, 1),
+        "provenance": _provenance(counts, csv_sha, opts),
+    }
+    version = registry.record_version(data_dir, version_dir, metrics, "trained",
+                                      arch=opts.arch, size=opts.size)
+    if opts.activate:
+        registry.activate(data_dir, version)
+    return version, metrics
+
+
+def _provenance(counts, csv_sha, opts):
+    import fastai
+    import torch
+
+    return {
+        "classes": sorted(counts), "counts": counts, "cleaned_csv_sha256": csv_sha,
+        "valid_pct": opts.valid_pct, "seed": opts.seed,
+        "python": platform.python_version(), "torch": torch.__version__,
+        "fastai": fastai.__version__,
+    }
