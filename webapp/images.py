@@ -55,7 +55,7 @@ def _open(data, max_pixels):
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise ImageRejected("the image has too many pixels") from None
         except Exception as e:  # Pillow raises many kinds on malformed headers
-            raise ImageRejected(f"the image header is unreadable ({e})") from None
+            raise ImageRejected(f"the image header is damaged or truncated ({e})") from None
         if im.width * im.height > max_pixels:
             raise ImageRejected(
                 f"the image is {im.width}×{im.height} pixels; "

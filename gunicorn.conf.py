@@ -1,0 +1,32 @@
+"""gunicorn settings for Winnow: one preloaded learner, shared copy-on-write by the workers."""
+import multiprocessing
+import os
+
+# Torch must run single-threaded in the master: a multi-threaded op there before the fork
+# deadlocks the forked workers (the PyTorch/OpenMP fork hang). Set before torch is imported.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+bind = os.environ.get("WINNOW_BIND", "127.0.0.1:8000")
+workers = int(os.environ.get("WINNOW_WORKERS", multiprocessing.cpu_count()))
+preload_app = True  # load the learner once, before forking: workers share its weights
+timeout = 120  # a slow upstream URL must not get a worker killed
+graceful_timeout = 30
+max_requests = 1000
+max_requests_jitter = 100
+accesslog = "-"
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
+
+
+def on_starting(server):
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def post_fork(server, worker):
+    """Give each worker its share of the cores before any inference runs."""
+    import torch
+
+    threads = max(1, multiprocessing.cpu_count() // server.cfg.workers)
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)

@@ -1,0 +1,89 @@
+"""Fixtures: an app on an isolated data dir, and one tiny trained model per session."""
+import os
+import shutil
+
+import pytest
+
+os.environ.setdefault("WINNOW_OFFLINE", "1")  # no network here: never try to download weights
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+from tests.pictures import tinted_set  # noqa: E402
+from webapp import create_app  # noqa: E402
+from webapp.store import Dataset  # noqa: E402
+
+PASSWORD = "correct horse"
+
+
+def make_app(data_dir, **overrides):
+    """Create an app on `data_dir` with test settings."""
+    return create_app({"TESTING": True, "DATA_DIR": str(data_dir), "ADMIN_PASSWORD": PASSWORD,
+                       "LOAD_MODEL": False, **overrides})
+
+
+@pytest.fixture
+def app(tmp_path):
+    return make_app(tmp_path / "data")
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    ds = Dataset(tmp_path / "data")
+    yield ds
+    ds.close()
+
+
+class AdminSession:
+    """A client logged in as admin that knows the page's CSRF token."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def csrf_token(self):
+        page = self.client.get("/login").get_data(as_text=True)
+        return page.split('name="csrf_token" type="hidden" value="')[1].split('"')[0]
+
+    def login(self, password=PASSWORD):
+        return self.client.post("/login", data={"password": password,
+                                                "csrf_token": self.csrf_token()})
+
+
+@pytest.fixture
+def admin(client):
+    s = AdminSession(client)
+    assert s.login().status_code == 302
+    return s
+
+
+@pytest.fixture(scope="session")
+def trained_dir(tmp_path_factory):
+    """A data dir with a two-colour dataset and a tiny resnet18 trained on it (once per session)."""
+    from webapp import training
+
+    data_dir = tmp_path_factory.mktemp("trained") / "data"
+    ds = Dataset(data_dir)
+    for label, data in tinted_set(per_class=24):
+        ds.add_image(data, label=label, source="test")
+    ds.close()
+    opts = training.TrainOptions(arch="resnet18", size=32, epochs=2, fine_tune_epochs=1, bs=8,
+                                 pretrained=False, lr_find_iters=12)
+    version, metrics = training.train(data_dir, opts, log=lambda *a: None)
+    return data_dir, version, metrics
+
+
+@pytest.fixture
+def trained_copy(trained_dir, tmp_path):
+    """A private copy of the trained data dir that a test may change."""
+    src, version, metrics = trained_dir
+    dst = tmp_path / "data"
+    shutil.copytree(src, dst)
+    return dst, version, metrics

@@ -1,0 +1,42 @@
+"""Small generated pictures for the tests: no downloads, varied content."""
+import io
+import random
+
+from PIL import Image, ImageDraw
+
+PALETTES = {"red": (200, 40, 40), "blue": (40, 60, 200)}
+
+
+def jpeg(im, **kw):
+    """Return the JPEG bytes of a PIL image."""
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=90, **kw)
+    return buf.getvalue()
+
+
+def encode(im, fmt, **kw):
+    """Return the bytes of a PIL image in a format."""
+    buf = io.BytesIO()
+    im.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def tinted(label, rng, size=32):
+    """Return a picture dominated by the label's colour, with random clutter."""
+    base = PALETTES[label]
+    jitter = lambda c: max(0, min(255, c + rng.randint(-40, 40)))
+    im = Image.new("RGB", (size, size), tuple(jitter(c) for c in base))
+    d = ImageDraw.Draw(im)
+    for _ in range(3):
+        x, y = rng.randint(0, size - 8), rng.randint(0, size - 8)
+        d.rectangle([x, y, x + rng.randint(3, 8), y + rng.randint(3, 8)],
+                    fill=tuple(rng.randint(0, 255) for _ in range(3)))
+    return im
+
+
+def tinted_set(per_class=24, size=32, seed=0):
+    """Yield (label, jpeg bytes) for two colour classes that a tiny model learns fast."""
+    rng = random.Random(seed)
+    for i in range(per_class):
+        for label in PALETTES:
+            yield label, jpeg(tinted(label, rng, size))

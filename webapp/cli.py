@@ -1,0 +1,122 @@
+"""Terminal commands: flask --app wsgi import-folder | import-csv | export-folder | train | demo."""
+import click
+from flask import current_app
+
+from . import demo, folders, registry, training
+from .store import Dataset, StoreError
+
+
+def _dataset():
+    cfg = current_app.config
+    return Dataset(cfg["DATA_DIR"], cfg["VALID_PCT"], cfg["SPLIT_SEED"], cfg["MAX_PIXELS"])
+
+
+def _import(items, source):
+    dataset = _dataset()
+    try:
+        with click.progressbar(length=len(items), label="Importing", show_pos=True) as bar:
+            last = [0]
+
+            def progress(done, total):
+                bar.update(done - last[0])
+                last[0] = done
+
+            summary = folders.import_items(dataset, items, source, progress)
+    finally:
+        dataset.close()
+    for line in summary.lines():
+        click.echo(line)
+
+
+@click.command("import-folder")
+@click.argument("path", type=click.Path(exists=True, file_okay=False))
+def import_folder_command(path):
+    """Import a folder of class sub-folders (top-level files come in unlabeled)."""
+    try:
+        items = folders.folder_items(path)
+    except StoreError as e:
+        raise click.ClickException(str(e))
+    _import(items, "folder")
+
+
+@click.command("import-csv")
+@click.argument("root", type=click.Path(exists=True, file_okay=False))
+@click.argument("csv_file", type=click.Path(exists=True, dir_okay=False))
+def import_csv_command(root, csv_file):
+    """Import images listed in a fastai cleaned.csv (name,label relative to ROOT)."""
+    try:
+        items = folders.csv_items(root, csv_file)
+    except StoreError as e:
+        raise click.ClickException(str(e))
+    _import(items, "csv")
+
+
+@click.command("export-folder")
+@click.argument("dest", type=click.Path(file_okay=False))
+def export_folder_command(dest):
+    """Copy the labeled images into DEST/<class>/, the layout fastai loads."""
+    dataset = _dataset()
+    try:
+        n = folders.export_folder(dataset, dest)
+    finally:
+        dataset.close()
+    click.echo(f"exported {n} images in {len(dataset.class_names())} class folders to {dest}")
+
+
+def _train(opts, show_bar=True):
+    try:
+        version, metrics = training.train(current_app.config["DATA_DIR"], opts,
+                                          show_bar=show_bar, log=click.echo)
+    except training.TrainingRefused as e:
+        raise click.ClickException(str(e))
+    err = metrics["error_rate"]
+    click.echo(f"model {version}: error rate {err:.3f} on the validation set"
+               + ("; now active" if opts.activate else "; not activated (--no-activate)"))
+    return version
+
+
+@click.command("train")
+@click.option("--arch", default="resnet34", type=click.Choice(training.ARCHS), show_default=True)
+@click.option("--size", default=224, show_default=True, help="image size in pixels")
+@click.option("--epochs", default=4, show_default=True, help="epochs with the body frozen")
+@click.option("--fine-tune-epochs", default=2, show_default=True, help="epochs unfrozen")
+@click.option("--lr", type=float, default=None, help="learning rate (default: lr_find's suggestion)")
+@click.option("--bs", default=64, show_default=True, help="batch size")
+@click.option("--pretrained/--no-pretrained", default=None,
+              help="use ImageNet weights (default: when torchvision can load them)")
+@click.option("--no-activate", is_flag=True, help="register the new version without serving it")
+def train_command(arch, size, epochs, fine_tune_epochs, lr, bs, pretrained, no_activate):
+    """Train from cleaned.csv with the lesson's recipe and register a new model version."""
+    cfg = current_app.config
+    _train(training.TrainOptions(
+        arch=arch, size=size, epochs=epochs, fine_tune_epochs=fine_tune_epochs, lr=lr, bs=bs,
+        valid_pct=cfg["VALID_PCT"], seed=cfg["SPLIT_SEED"], pretrained=pretrained,
+        activate=not no_activate))
+
+
+@click.command("demo")
+@click.option("--per-class", default=80, show_default=True, help="pictures per shape")
+@click.option("--if-no-model", is_flag=True, help="do nothing when a model is active already")
+def demo_command(per_class, if_no_model):
+    """Make a small synthetic dataset of shapes and train a small model on it."""
+    data_dir = current_app.config["DATA_DIR"]
+    if if_no_model and registry.active_version(data_dir):
+        click.echo(f"model {registry.active_version(data_dir)} is active; no demo needed")
+        return
+    dataset = _dataset()
+    try:
+        with click.progressbar(length=per_class * len(demo.SHAPES), label="Drawing shapes") as bar:
+            results = demo.add_demo_images(dataset, per_class, progress=lambda d, t: bar.update(1))
+    finally:
+        dataset.close()
+    click.echo(f"demo dataset: {sum(r.status == 'stored' for r in results)} new pictures of "
+               f"{', '.join(demo.SHAPES)}")
+    _train(training.TrainOptions(arch="resnet18", size=64, epochs=3, fine_tune_epochs=3, bs=32,
+                                 pretrained=False, lr_find_iters=50))
+
+
+def init_app(app):
+    """Register the commands."""
+    for command in (import_folder_command, import_csv_command, export_folder_command,
+                    train_command, demo_command):
+        app.cli.add_command(command)
