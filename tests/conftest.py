@@ -71,11 +71,12 @@ def trained_dir(tmp_path_factory):
 
     data_dir = tmp_path_factory.mktemp("trained") / "data"
     ds = Dataset(data_dir)
-    for label, data in tinted_set(per_class=24):
+    for label, data in tinted_set(per_class=32):
         ds.add_image(data, label=label, source="test")
     ds.close()
-    opts = training.TrainOptions(arch="resnet18", size=32, epochs=2, fine_tune_epochs=1, bs=8,
-                                 pretrained=False, lr_find_iters=12)
+    # Small batches: BatchNorm's running statistics need enough steps to settle.
+    opts = training.TrainOptions(arch="resnet18", size=32, epochs=2, fine_tune_epochs=2, bs=4,
+                                 lr=1e-2, pretrained=False, lr_find_iters=30)
     version, metrics = training.train(data_dir, opts, log=lambda *a: None)
     return data_dir, version, metrics
 

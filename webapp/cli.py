@@ -111,8 +111,9 @@ def demo_command(per_class, if_no_model):
         dataset.close()
     click.echo(f"demo dataset: {sum(r.status == 'stored' for r in results)} new pictures of "
                f"{', '.join(demo.SHAPES)}")
-    _train(training.TrainOptions(arch="resnet18", size=64, epochs=3, fine_tune_epochs=3, bs=32,
-                                 pretrained=False, lr_find_iters=50))
+    # From scratch, small and quick; lr_find's suggestion is too timid for random weights.
+    _train(training.TrainOptions(arch="resnet18", size=64, epochs=3, fine_tune_epochs=3, bs=16,
+                                 lr=1e-2, pretrained=False, lr_find_iters=50))
 
 
 def init_app(app):

@@ -164,13 +164,17 @@ def _lr_find(learn, report, iters, on_progress):
     report.phase = "lr_find"
     if on_progress:
         on_progress(phase="lr_find", epoch=0, n_epochs=1, batch=0, n_batches=iters, loss=None)
-    found = learn.lr_find(num_it=iters, show_plot=False, suggest_funcs=(minimum, steep, valley))
+    try:
+        found = learn.lr_find(num_it=iters, show_plot=False,
+                              suggest_funcs=(minimum, steep, valley))._asdict()
+    except (IndexError, ValueError):  # too few points before the loss diverged to suggest one
+        found = {}
     lrs = [float(x) for x in learn.recorder.lrs]
     losses = [float(x) for x in learn.recorder.losses]
     step = max(1, len(lrs) // 100)
-    curve = {"lr": lrs[::step], "loss": losses[::step],
-             "suggestions": {k: _finite_or(v, None) for k, v in found._asdict().items()}}
-    return _finite_or(found.valley, FALLBACK_LR), curve
+    suggestions = {k: _finite_or(v, None) for k, v in found.items()}
+    curve = {"lr": lrs[::step], "loss": losses[::step], "suggestions": suggestions}
+    return _finite_or(suggestions.get("valley"), FALLBACK_LR), curve
 
 
 def build_learner(data_dir, opts, pretrained):
@@ -208,6 +212,9 @@ def train(data_dir, opts=None, on_progress=None, show_bar=False, log=print):
            "ImageNet weights are not available here, so it trains from scratch "
            "(expect lower accuracy than the lesson's)."))
 
+    from fastai.torch_core import set_seed
+
+    set_seed(opts.seed, reproducible=True)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="winnow-train-") as work:
         learn = build_learner(data_dir, opts, pretrained)
@@ -216,7 +223,8 @@ def train(data_dir, opts=None, on_progress=None, show_bar=False, log=print):
         learn.add_cb(report)
         if not show_bar:
             learn.remove_cbs([cb for cb in learn.cbs if type(cb).__name__ == "ProgressCallback"])
-        learn.freeze()
+        if pretrained:
+            learn.freeze()  # random weights have nothing to protect: from scratch, train it all
         lr_curves = {}
         lr = opts.lr
         if lr is None:
@@ -242,7 +250,7 @@ def train(data_dir, opts=None, on_progress=None, show_bar=False, log=print):
         "arch": opts.arch, "size": opts.size, "options": asdict(opts),
         "lr": lr, "lr_unfrozen": [lo, hi], "history": report.history, "lr_find": lr_curves,
         "error_rate": report.history[-1].get("error_rate") if report.history else None,
-        "pretrained": bool(pretrained), "seconds": round(time.monotonic() - started, 1),
+        "pretrained": bool(pretrained), "body_frozen_first": bool(pretrained), "seconds": round(time.monotonic() - started, 1),
         "provenance": _provenance(counts, csv_sha, opts),
     }
     version = registry.record_version(data_dir, version_dir, metrics, "trained",

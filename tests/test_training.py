@@ -1,0 +1,117 @@
+"""Training: the lesson's recipe on cleaned.csv gives a served, verifiable model version."""
+import json
+
+import pytest
+import torch
+
+from tests.pictures import tinted_set
+from webapp import registry, training
+from webapp.store import Dataset
+
+
+def test_cleaned_csv_loads_unchanged_in_plain_fastai(trained_dir):
+    from fastai.vision.all import ImageDataLoaders, Resize
+
+    data_dir, _, _ = trained_dir
+    dls = ImageDataLoaders.from_csv(data_dir, "cleaned.csv", valid_col="is_valid",
+                                    item_tfms=Resize(32), bs=4, num_workers=0)
+    assert list(dls.vocab) == ["blue", "red"]
+    ds = Dataset(data_dir)
+    counts = ds.class_counts()
+    ds.close()
+    assert len(dls.valid_ds) == sum(n["valid"] for n in counts.values())
+    xb, yb = dls.one_batch()
+    assert tuple(xb.shape[1:]) == (3, 32, 32)
+
+
+def test_the_trained_model_beats_chance_and_is_active(trained_dir):
+    data_dir, version, metrics = trained_dir
+    assert registry.active_version(data_dir) == version
+    assert metrics["error_rate"] < 0.3  # two classes: chance is 0.5
+    phases = [h["phase"] for h in metrics["history"]]
+    assert phases == ["frozen", "frozen", "unfrozen", "unfrozen"]
+    assert all(h["train_loss"] > 0 and h["valid_loss"] > 0 and h["seconds"] >= 0
+               for h in metrics["history"])
+    assert metrics["lr"] == 1e-2  # given, so only the unfrozen stage ran lr_find
+    curve = metrics["lr_find"]["unfrozen"]
+    assert set(metrics["lr_find"]) == {"unfrozen"} and len(curve["lr"]) == len(curve["loss"]) > 5
+    lo, hi = metrics["lr_unfrozen"]
+    assert hi == pytest.approx(1e-2 / 5) and lo <= hi / 10
+    prov = metrics["provenance"]
+    assert prov["classes"] == ["blue", "red"] and prov["seed"] == 42
+    assert metrics["pretrained"] is False
+    on_disk = json.loads((registry.models_dir(data_dir) / version / "metrics.json").read_text())
+    assert on_disk["export_sha256"] == registry.version_record(data_dir, version)["sha256"]
+
+
+def test_the_exported_learner_predicts_its_own_validation_images(trained_dir):
+    data_dir, version, _ = trained_dir
+    _, learn = registry.load_active(data_dir)
+    ds = Dataset(data_dir)
+    valid = [r for r in ds.labeled() if r["is_valid"]]
+    ds.close()
+    hits = sum(learn.predict(data_dir / r["path"])[0] == r["label"] for r in valid)
+    assert hits / len(valid) > 0.7
+
+
+def test_a_tampered_export_is_refused(trained_copy):
+    data_dir, version, _ = trained_copy
+    pkl = registry.models_dir(data_dir) / version / registry.EXPORT
+    pkl.write_bytes(pkl.read_bytes() + b"\0")
+    with pytest.raises(registry.ModelError, match="does not match its recorded sha256"):
+        registry.load_active(data_dir)
+
+
+def test_training_refuses_one_class(tmp_path):
+    ds = Dataset(tmp_path)
+    for label, data in tinted_set(per_class=5):
+        if label == "red":
+            ds.add_image(data, label=label)
+    ds.close()
+    with pytest.raises(training.TrainingRefused, match="at least two classes"):
+        training.train(tmp_path)
+
+
+def test_training_refuses_a_class_without_validation_images(tmp_path):
+    ds = Dataset(tmp_path, valid_pct=0.0)
+    for label, data in tinted_set(per_class=3):
+        ds.add_image(data, label=label)
+    ds.close()
+    with pytest.raises(training.TrainingRefused, match="no validation images.*: blue, red"):
+        training.train(tmp_path)
+
+
+def test_training_refuses_without_cleaned_csv(tmp_path):
+    with pytest.raises(training.TrainingRefused, match="cleaned.csv does not exist"):
+        training.train(tmp_path)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"arch": "vgg99"}, "unknown architecture"),
+    ({"size": 8}, "image size"),
+    ({"epochs": 0, "fine_tune_epochs": 0}, "at least one epoch"),
+    ({"lr": -1.0}, "learning rate"),
+])
+def test_bad_options_are_refused(change, message):
+    with pytest.raises(training.TrainingRefused, match=message):
+        training.TrainOptions(**change).check()
+
+
+def test_pretrained_weights_in_the_torch_cache_are_used(trained_copy, tmp_path, monkeypatch):
+    from torchvision.models import ResNet18_Weights, resnet18
+
+    data_dir, _, _ = trained_copy
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    assert not training.weights_cached("resnet18")
+    assert training.pretrained_weights_available("resnet18", allow_download=False) is False
+    # Stand-in "ImageNet" weights, placed where torchvision caches the real ones.
+    cache = tmp_path / "torch" / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.save(resnet18().state_dict(), cache / ResNet18_Weights.DEFAULT.url.rsplit("/", 1)[-1])
+    assert training.weights_cached("resnet18")
+    lines = []
+    opts = training.TrainOptions(arch="resnet18", size=32, epochs=1, fine_tune_epochs=0, bs=8,
+                                 lr=1e-3, lr_find_iters=5, activate=False)
+    version, metrics = training.train(data_dir, opts, log=lines.append)
+    assert metrics["pretrained"] is True and "ImageNet weights" in lines[0]
+    assert registry.active_version(data_dir) != version  # --no-activate kept the old one
