@@ -24,7 +24,7 @@ class LoginForm(FlaskForm):
     password = PasswordField("Admin password", validators=[DataRequired()])
 
 
-def ensure_admin_password(data_dir, password=None, out=sys.stderr):
+def ensure_admin_password(data_dir, password=None, out=None):
     """Store the admin password's hash: the given one, else a generated one printed once."""
     conn = db.connect(data_dir)
     try:
@@ -36,7 +36,7 @@ def ensure_admin_password(data_dir, password=None, out=sys.stderr):
             generated = secrets.token_urlsafe(12)
             db.set_setting(conn, PASSWORD_KEY, generate_password_hash(generated))
             print(f"\n  Winnow admin password (shown once; set WINNOW_ADMIN_PASSWORD to choose "
-                  f"your own): {generated}\n", file=out, flush=True)
+                  f"your own): {generated}\n", file=out or sys.stderr, flush=True)
     finally:
         conn.close()
 

@@ -1,6 +1,7 @@
 """Terminal commands: flask --app wsgi import-folder | import-csv | export-folder | train | demo."""
 import click
 from flask import current_app
+from flask.cli import with_appcontext
 
 from . import demo, folders, registry, training
 from .store import Dataset, StoreError
@@ -30,6 +31,7 @@ def _import(items, source):
 
 @click.command("import-folder")
 @click.argument("path", type=click.Path(exists=True, file_okay=False))
+@with_appcontext
 def import_folder_command(path):
     """Import a folder of class sub-folders (top-level files come in unlabeled)."""
     try:
@@ -42,6 +44,7 @@ def import_folder_command(path):
 @click.command("import-csv")
 @click.argument("root", type=click.Path(exists=True, file_okay=False))
 @click.argument("csv_file", type=click.Path(exists=True, dir_okay=False))
+@with_appcontext
 def import_csv_command(root, csv_file):
     """Import images listed in a fastai cleaned.csv (name,label relative to ROOT)."""
     try:
@@ -53,14 +56,16 @@ def import_csv_command(root, csv_file):
 
 @click.command("export-folder")
 @click.argument("dest", type=click.Path(file_okay=False))
+@with_appcontext
 def export_folder_command(dest):
     """Copy the labeled images into DEST/<class>/, the layout fastai loads."""
     dataset = _dataset()
     try:
         n = folders.export_folder(dataset, dest)
+        n_classes = len(dataset.class_names())
     finally:
         dataset.close()
-    click.echo(f"exported {n} images in {len(dataset.class_names())} class folders to {dest}")
+    click.echo(f"exported {n} images in {n_classes} class folders to {dest}")
 
 
 def _train(opts, show_bar=True):
@@ -85,6 +90,7 @@ def _train(opts, show_bar=True):
 @click.option("--pretrained/--no-pretrained", default=None,
               help="use ImageNet weights (default: when torchvision can load them)")
 @click.option("--no-activate", is_flag=True, help="register the new version without serving it")
+@with_appcontext
 def train_command(arch, size, epochs, fine_tune_epochs, lr, bs, pretrained, no_activate):
     """Train from cleaned.csv with the lesson's recipe and register a new model version."""
     cfg = current_app.config
@@ -95,8 +101,9 @@ def train_command(arch, size, epochs, fine_tune_epochs, lr, bs, pretrained, no_a
 
 
 @click.command("demo")
-@click.option("--per-class", default=80, show_default=True, help="pictures per shape")
+@click.option("--per-class", default=60, show_default=True, help="pictures per shape")
 @click.option("--if-no-model", is_flag=True, help="do nothing when a model is active already")
+@with_appcontext
 def demo_command(per_class, if_no_model):
     """Make a small synthetic dataset of shapes and train a small model on it."""
     data_dir = current_app.config["DATA_DIR"]
@@ -112,8 +119,8 @@ def demo_command(per_class, if_no_model):
     click.echo(f"demo dataset: {sum(r.status == 'stored' for r in results)} new pictures of "
                f"{', '.join(demo.SHAPES)}")
     # From scratch, small and quick; lr_find's suggestion is too timid for random weights.
-    _train(training.TrainOptions(arch="resnet18", size=64, epochs=3, fine_tune_epochs=3, bs=16,
-                                 lr=1e-2, pretrained=False, lr_find_iters=50))
+    _train(training.TrainOptions(arch="resnet18", size=64, epochs=4, fine_tune_epochs=2, bs=8,
+                                 lr=3e-3, pretrained=False, lr_find_iters=50))
 
 
 def init_app(app):
