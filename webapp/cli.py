@@ -101,23 +101,23 @@ def train_command(arch, size, epochs, fine_tune_epochs, lr, bs, pretrained, no_a
 
 
 @click.command("demo")
-@click.option("--per-class", default=60, show_default=True, help="pictures per shape")
+@click.option("--per-class", default=60, show_default=True, help="pictures per class")
 @click.option("--if-no-model", is_flag=True, help="do nothing when a model is active already")
 @with_appcontext
 def demo_command(per_class, if_no_model):
-    """Make a small synthetic dataset of shapes and train a small model on it."""
+    """Make a small synthetic dataset (landscapes: day, night, sunset) and train a small model on it."""
     data_dir = current_app.config["DATA_DIR"]
     if if_no_model and registry.active_version(data_dir):
         click.echo(f"model {registry.active_version(data_dir)} is active; no demo needed")
         return
     dataset = _dataset()
     try:
-        with click.progressbar(length=per_class * len(demo.SHAPES), label="Drawing shapes") as bar:
+        with click.progressbar(length=per_class * len(demo.SCENES), label="Drawing pictures") as bar:
             results = demo.add_demo_images(dataset, per_class, progress=lambda d, t: bar.update(1))
     finally:
         dataset.close()
     click.echo(f"demo dataset: {sum(r.status == 'stored' for r in results)} new pictures of "
-               f"{', '.join(demo.SHAPES)}")
+               f"{', '.join(demo.SCENES)}")
     # From scratch, small and quick; lr_find's suggestion is too timid for random weights.
     _train(training.TrainOptions(arch="resnet18", size=64, epochs=4, fine_tune_epochs=2, bs=8,
                                  lr=3e-3, pretrained=False, lr_find_iters=50))
