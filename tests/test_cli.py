@@ -51,3 +51,21 @@ def test_import_csv_refuses_paths_outside_its_folder(runner, tmp_path):
 def test_train_refuses_clearly_without_data(runner):
     r = runner.invoke(args=["train", "--arch", "resnet18"])
     assert r.exit_code != 0 and "cleaned.csv does not exist yet" in r.output
+
+
+def test_demo_skips_when_a_model_is_active(runner, app):
+    from webapp import registry
+    (registry.models_dir(app.config["DATA_DIR"])).mkdir(parents=True)
+    (registry.models_dir(app.config["DATA_DIR"]) / "ACTIVE").write_text("some-version\n")
+    r = runner.invoke(args=["demo", "--if-no-model"])
+    assert r.exit_code == 0 and "no demo needed" in r.output
+
+
+def test_demo_pictures_are_varied_and_labeled():
+    from webapp import demo
+    from webapp.images import intake
+
+    pics = list(demo.scene_images(per_class=4, size=48))
+    assert [label for label, _ in pics[:3]] == list(demo.SCENES)
+    assert len({data for _, data in pics}) == len(pics)
+    assert all(intake(data).image.size == (48, 48) for _, data in pics)

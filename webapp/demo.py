@@ -58,7 +58,9 @@ def add_demo_images(dataset, per_class=60, size=96, seed=0, progress=None):
     total = per_class * len(SCENES)
     for i, (label, data) in enumerate(scene_images(per_class, size, seed)):
         results.append(dataset.add_image(data, label=label, source="demo",
-                                         name=f"demo-{label}-{i}.jpg", actor="demo"))
+                                         name=f"demo-{label}-{i}.jpg", actor="demo",
+                                         write_csv=False))
         if progress:
             progress(i + 1, total)
+    dataset.write_cleaned_csv()
     return results

@@ -79,9 +79,10 @@ def import_items(dataset, items, source, progress=None, actor="cli"):
             summary.add(Added("rejected", str(path), reason=f"cannot read the file ({e.strerror})"))
         else:
             summary.add(dataset.add_image(data, label=label, source=source,
-                                          name=str(path), actor=actor))
+                                          name=str(path), actor=actor, write_csv=False))
         if progress:
             progress(i + 1, len(items))
+    dataset.write_cleaned_csv()
     return summary
 
 

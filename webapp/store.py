@@ -138,8 +138,12 @@ class Dataset:
             self._event("add_class", actor, after={"name": name})
         return name
 
-    def add_image(self, data, *, label=None, source="upload", name=None, actor="admin"):
-        """Store one incoming file, or report it as a duplicate or a rejection."""
+    def add_image(self, data, *, label=None, source="upload", name=None, actor="admin",
+                  write_csv=True):
+        """Store one incoming file, or report it as a duplicate or a rejection.
+
+        Bulk imports pass write_csv=False and call write_cleaned_csv() once at the end.
+        """
         sha = hashlib.sha256(data).hexdigest()
         existing = self.conn.execute(
             "SELECT id, deleted FROM images WHERE sha256 = ?", (sha,)
@@ -169,7 +173,7 @@ class Dataset:
         except db.sqlite3.IntegrityError:  # the same bytes arrived at the same moment
             row = self.conn.execute("SELECT id FROM images WHERE sha256 = ?", (sha,)).fetchone()
             return Added("duplicate", name, row["id"] if row else None)
-        if label is not None:
+        if label is not None and write_csv:
             self.write_cleaned_csv()
         return Added("stored", name, cur.lastrowid)
 
