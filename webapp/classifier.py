@@ -1,0 +1,67 @@
+"""Inference with a loaded learner: learn.predict's probabilities, without a DataLoader per call."""
+import copy
+from dataclasses import dataclass
+
+
+@dataclass
+class Prediction:
+    """Every class with its probability, most likely first."""
+
+    ranked: list  # [(label, prob), ...] sorted by prob, descending
+
+    @property
+    def label(self):
+        """Return the most likely label."""
+        return self.ranked[0][0]
+
+
+class Classifier:
+    """Apply a learner's own inference transforms (what dls.test_dl applies) and its model."""
+
+    def __init__(self, learn, version=None):
+        import torch
+
+        self.version = version
+        self.learn = learn
+        self.vocab = [str(v) for v in learn.dls.vocab]
+        valid = learn.dls.valid  # test_dl uses the validation transforms: no augmentation
+        # Pipelines carry the split of the last DataLoader pass; fix ours to validation (1), so
+        # Resize crops the centre and the augmentations (split 0 only) are skipped.
+        self.after_item, self.after_batch = copy.copy(valid.after_item), copy.copy(valid.after_batch)
+        self.after_item.split_idx = self.after_batch.split_idx = 1
+        self.model = learn.model.eval()
+        self.activation = getattr(learn.loss_func, "activation", lambda x: torch.softmax(x, -1))
+
+    def _inputs(self, images):
+        import torch
+        from fastai.vision.core import PILImage
+
+        items = [self.after_item((PILImage.create(im),))[0] for im in images]
+        return self.after_batch((torch.stack(items),))[0]
+
+    def probabilities(self, images):
+        """Return an (n, classes) numpy array of probabilities for RGB PIL images."""
+        import torch
+
+        with torch.inference_mode():
+            return self.activation(self.model(self._inputs(images))).float().numpy()
+
+    def predict_batch(self, images):
+        """Return one Prediction per image."""
+        out = []
+        for probs in self.probabilities(images):
+            ranked = sorted(zip(self.vocab, map(float, probs)), key=lambda p: -p[1])
+            out.append(Prediction(ranked))
+        return out
+
+    def predict(self, image):
+        """Return [(label, prob), ...] for one image, most likely first."""
+        return self.predict_batch([image])[0].ranked
+
+    def embed(self, images):
+        """Return the penultimate activations (input of the last layer) as an (n, d) array."""
+        import torch
+
+        body, head = self.model[0], self.model[1]
+        with torch.inference_mode():
+            return head[:-1](body(self._inputs(images))).float().numpy()
