@@ -36,3 +36,28 @@ def test_admin_sees_the_dataset_and_versions(trained_dir, tmp_path):
     page = client.get("/admin/").get_data(as_text=True)
     assert version in page and "no (from scratch)" in page
     assert "<td>red</td>" in page and "<td>blue</td>" in page
+
+
+def second_version(data_dir, version):
+    """Register a copy of `version` under a new id, as a retrain would."""
+    import shutil
+    new_dir = registry.new_version_dir(data_dir)
+    shutil.copyfile(registry.models_dir(data_dir) / version / registry.EXPORT,
+                    new_dir / registry.EXPORT)
+    return registry.record_version(data_dir, new_dir, {"error_rate": None}, "trained")
+
+
+def test_activating_a_version_swaps_it_in_without_a_restart(trained_copy, monkeypatch):
+    data_dir, v1, _ = trained_copy
+    v2 = second_version(data_dir, v1)
+    app = make_app(data_dir, LOAD_MODEL=True)
+    monkeypatch.setattr(type(app.extensions["winnow.model"]), "CHECK_EVERY", 0.0)
+    client = app.test_client()
+    assert client.get("/readyz").get_json()["model"] == v1
+    registry.activate(data_dir, v2)
+    assert client.get("/readyz").get_json()["model"] == v2
+    # A tampered version is refused; the one being served stays.
+    (registry.models_dir(data_dir) / v1 / registry.EXPORT).write_bytes(b"not the recorded file")
+    registry.activate(data_dir, v1)
+    assert client.get("/readyz").get_json()["model"] == v2
+    assert app.extensions["winnow.model"].error.endswith("refusing to unpickle it")

@@ -1,10 +1,14 @@
 """Per-app resources reached through accessors: the dataset store and the shared learner."""
 import logging
+import os
+import threading
+import time
 
 from flask import current_app, g
 from flask_wtf.csrf import CSRFProtect
 
 from . import registry
+from .classifier import Classifier
 from .store import Dataset
 
 csrf = CSRFProtect()
@@ -12,26 +16,57 @@ log = logging.getLogger("winnow")
 
 
 class SharedModel:
-    """The process's active learner, loaded once; None until a model exists."""
+    """The process's active classifier: loaded at start, swapped when models/ACTIVE changes."""
+
+    CHECK_EVERY = 1.0  # seconds between stats of models/ACTIVE
 
     def __init__(self, data_dir):
         self.data_dir = data_dir
-        self.version, self.learner, self.error = None, None, None
+        self.classifier, self.error = None, None
+        self._seen, self._checked = None, 0.0
+        self._lock = threading.Lock()
 
-    def load(self):
-        """Load the active version, verifying its sha256 first; remember why if it fails."""
-        try:
-            self.version, self.learner = registry.load_active(self.data_dir)
-            self.error = None
-        except Exception as e:  # the app keeps running without a model, and says why
-            self.version, self.learner, self.error = None, None, str(e)
-            log.error("could not load the active model: %s", e)
-        return self
+    @property
+    def version(self):
+        """Return the served version id, or None."""
+        return self.classifier.version if self.classifier else None
 
     @property
     def ready(self):
         """Tell whether a model is loaded."""
-        return self.learner is not None
+        return self.classifier is not None
+
+    def _active_stamp(self):
+        try:
+            st = os.stat(registry.models_dir(self.data_dir) / "ACTIVE")
+            return st.st_ino, st.st_mtime_ns, st.st_size
+        except FileNotFoundError:
+            return None
+
+    def load(self):
+        """Load the active version, verifying its sha256 first; remember why if it fails."""
+        self._seen = self._active_stamp()
+        try:
+            version, learner = registry.load_active(self.data_dir)
+            # One reference swap: requests in flight keep the classifier they started with.
+            self.classifier = Classifier(learner, version) if learner is not None else None
+            self.error = None
+        except Exception as e:  # the app keeps running on what it had, and says why
+            self.error = str(e)
+            log.error("could not load the active model: %s", e)
+        return self
+
+    def refresh(self):
+        """Reload if models/ACTIVE was replaced (a cheap stat, at most once a second)."""
+        now = time.monotonic()
+        if now - self._checked < self.CHECK_EVERY:
+            return
+        self._checked = now
+        if self._active_stamp() != self._seen and self._lock.acquire(blocking=False):
+            try:
+                self.load()
+            finally:
+                self._lock.release()
 
 
 def get_dataset():
@@ -60,4 +95,5 @@ def init_app(app):
     model = SharedModel(app.config["DATA_DIR"])
     if app.config["LOAD_MODEL"]:
         model.load()
+        app.before_request(model.refresh)
     app.extensions["winnow.model"] = model

@@ -28,5 +28,5 @@ def activate(version):
     except registry.ModelError as e:
         flash(str(e), "error")
         return redirect(url_for("admin.index")), 303
-    flash(f"Model {version} is now active; the app serves it once it reloads the model.")
+    flash(f"Model {version} is now active; every worker serves it within about a second.")
     return redirect(url_for("admin.index")), 303
