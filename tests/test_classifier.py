@@ -1,10 +1,8 @@
 """The shared learner's predictions equal learn.predict's, for any size and mode of image."""
-import io
 import random
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from tests.pictures import encode, tinted
 from webapp import images, registry

@@ -5,7 +5,7 @@ from dataclasses import replace
 import pytest
 from PIL import Image
 
-from webapp import create_app, learn, sgd
+from webapp import create_app, sgd
 
 
 @pytest.fixture
