@@ -1,8 +1,12 @@
 """Fixtures: an app on an isolated data dir, and one tiny trained model per session."""
+import contextlib
 import os
 import shutil
+import threading
+from pathlib import Path
 
 import pytest
+from werkzeug.serving import make_server
 
 os.environ.setdefault("WINNOW_OFFLINE", "1")  # no network here: never try to download weights
 os.environ.setdefault("OMP_NUM_THREADS", "2")
@@ -88,3 +92,37 @@ def trained_copy(trained_dir, tmp_path):
     dst = tmp_path / "data"
     shutil.copytree(src, dst)
     return dst, version, metrics
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+@pytest.fixture
+def browser():
+    """Debian's Chromium under Playwright; missing, it skips locally and fails under CI."""
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI needs Debian's chromium for the browser tests; .ci/run installs it")
+        pytest.skip("chromium is not installed (apt-get install chromium chromium-driver)")
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@contextlib.contextmanager
+def serving(app):
+    """Serve `app` on 127.0.0.1 on a free port in a thread; yield its base URL."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
