@@ -1,8 +1,11 @@
 """In a real browser: an admin logs in and finds the dataset and the model versions."""
 
+import random
+
 import pytest
 
 from tests.conftest import ARTIFACTS, PASSWORD, make_app, serving
+from tests.pictures import jpeg, tinted
 
 @pytest.fixture
 def live_url(trained_dir):
@@ -14,7 +17,7 @@ def live_url(trained_dir):
 def test_admin_logs_in_and_sees_the_models(browser, live_url, trained_dir):
     page = browser.new_page()
     page.goto(live_url + "/")
-    assert "Active model" in page.text_content("main")
+    assert "knows: blue, red" in page.text_content("main")
     page.click("text=Admin login")
     page.fill("#password", "wrong")
     page.click("button[type=submit]")
@@ -28,3 +31,18 @@ def test_admin_logs_in_and_sees_the_models(browser, live_url, trained_dir):
     page.wait_for_url(live_url + "/")
     page.goto(live_url + "/admin/")
     assert "/login" in page.url
+
+
+def test_a_visitor_uploads_a_picture_and_sees_ranked_classes(browser, live_url, tmp_path):
+    picture = tmp_path / "holiday photo.jpg"
+    picture.write_bytes(jpeg(tinted("red", random.Random(5), 64)))
+    page = browser.new_page()
+    page.goto(live_url + "/")
+    page.set_input_files("#file", str(picture))
+    page.click("#classify-form button[type=submit]")
+    assert page.text_content("#top-label") == "red"
+    labels = page.locator("#predictions .label").all_text_contents()
+    pcts = [float(p.rstrip("%")) for p in page.locator("#predictions .pct").all_text_contents()]
+    assert labels[0] == "red" and sorted(labels) == ["blue", "red"]
+    assert pcts == sorted(pcts, reverse=True) and abs(sum(pcts) - 100) < 0.5
+    page.screenshot(path=str(ARTIFACTS / "classify.png"), full_page=True)

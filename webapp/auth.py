@@ -97,7 +97,7 @@ def login():
 def logout():
     session.clear()
     flash("Logged out.")
-    return redirect(url_for("main.index"))
+    return redirect(url_for("classify.index"))
 
 
 def init_app(app):

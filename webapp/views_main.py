@@ -1,15 +1,9 @@
-"""Public pages: the home page with the model's status, and the health probes."""
-from flask import Blueprint, render_template
+"""Operations endpoints: liveness and readiness probes."""
+from flask import Blueprint
 
 from .resources import get_model
 
 bp = Blueprint("main", __name__)
-
-
-@bp.route("/")
-def index():
-    model = get_model()
-    return render_template("main/index.html", model=model)
 
 
 @bp.route("/healthz")

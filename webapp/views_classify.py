@@ -1,0 +1,52 @@
+"""Public classification: the upload page, its result, and the JSON API."""
+from flask import Blueprint, current_app, render_template, request
+
+from . import images, serving
+from .resources import csrf, get_model
+
+bp = Blueprint("classify", __name__)
+MAX_SHOWN = 10
+
+
+def _upload_bytes():
+    """Return the uploaded image: multipart field `file`, or the raw request body."""
+    if "file" in request.files:
+        return request.files["file"].read()
+    if request.mimetype in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        return b""
+    return request.get_data()
+
+
+@bp.route("/")
+def index():
+    return render_template("classify/index.html", model=get_model())
+
+
+@bp.route("/classify", methods=["POST"])
+def classify_page():
+    model = get_model()
+    try:
+        ranked, image = serving.classify_bytes(model.classifier, _upload_bytes(),
+                                               current_app.config["MAX_PIXELS"])
+    except serving.NoModel as e:
+        return render_template("classify/index.html", model=model, error=str(e)), 503
+    except images.ImageRejected as e:
+        return render_template("classify/index.html", model=model,
+                               error=f"That file cannot be classified: {e}."), 400
+    return render_template("classify/result.html", model=model, ranked=ranked[:MAX_SHOWN],
+                           n_classes=len(ranked), thumbnail=serving.thumbnail_data_url(image))
+
+
+@bp.route("/api/classify", methods=["POST"])
+@csrf.exempt
+def classify_api():
+    model = get_model()
+    classifier = model.classifier  # one reference: a swap mid-request cannot mix versions
+    try:
+        ranked, _ = serving.classify_bytes(classifier, _upload_bytes(),
+                                           current_app.config["MAX_PIXELS"])
+    except serving.NoModel as e:
+        return {"error": str(e)}, 503
+    except images.ImageRejected as e:
+        return {"error": f"not a usable image: {e}"}, 400
+    return serving.api_answer(ranked, classifier.version)
