@@ -1,6 +1,7 @@
 """Classification for visitors and scripts: the upload page and POST /api/classify."""
 import io
 import random
+import time
 
 import pytest
 
@@ -74,3 +75,50 @@ def test_the_page_explains_a_bad_upload(served_client):
     r = client.post("/classify", data={"csrf_token": token,
                                        "file": (io.BytesIO(b"hello"), "a.jpg")})
     assert r.status_code == 400 and "cannot be classified" in r.get_data(as_text=True)
+
+
+@pytest.fixture(scope="module")
+def url_client(trained_dir):
+    app = make_app(trained_dir[0], LOAD_MODEL=True, FETCH_ALLOW_NETS="127.0.0.1/32,::1/128",
+                   FETCH_MAX_BYTES=100_000, FETCH_DEADLINE=0.5)
+    return app.test_client(), trained_dir[1]
+
+
+def test_classify_url_answers_the_lessons_contract(url_client, httpserver):
+    client, version = url_client
+    httpserver.expect_request("/red.jpg").respond_with_data(red_picture(), content_type="image/jpeg")
+    r = client.get("/classify-url", query_string={"url": httpserver.url_for("/red.jpg")})
+    body = r.get_json()
+    assert r.status_code == 200 and body["model"] == version and body["predictions"][0][0] == "red"
+
+
+def test_classify_url_errors(url_client, httpserver):
+    from werkzeug import Response
+
+    def trickle():
+        for _ in range(20):
+            time.sleep(0.1)
+            yield b"z"
+
+    client, _ = url_client
+    httpserver.expect_request("/gone").respond_with_data("no", status=404)
+    httpserver.expect_request("/page").respond_with_data("<html>hi</html>", content_type="text/html")
+    httpserver.expect_request("/huge").respond_with_data(b"x" * 200_000)
+    httpserver.expect_request("/slow").respond_with_response(Response(trickle()))
+    cases = {
+        "": (400, "give the image's address"),
+        "http://10.0.0.1/cat.jpg": (400, "private or reserved"),
+        "file:///etc/passwd": (400, "only http and https"),
+        httpserver.url_for("/gone"): (502, "HTTP 404"),
+        httpserver.url_for("/page"): (400, "not a usable image"),
+        httpserver.url_for("/huge"): (413, "larger than"),
+        httpserver.url_for("/slow"): (504, "longer than"),
+    }
+    for url, (code, message) in cases.items():
+        r = client.get("/classify-url", query_string={"url": url})
+        assert (r.status_code, message in r.get_json()["error"]) == (code, True), url
+
+
+def test_classify_url_without_a_model_is_503(client):
+    r = client.get("/classify-url", query_string={"url": "http://example.com/a.jpg"})
+    assert r.status_code == 503 and "no model" in r.get_json()["error"]

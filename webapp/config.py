@@ -22,6 +22,10 @@ def from_environment():
         "MAX_PIXELS": _int("WINNOW_MAX_PIXELS", 25_000_000),
         "MAX_CONTENT_LENGTH": _int("WINNOW_MAX_UPLOAD_BYTES", 20 * 1024 * 1024),
         "LOGIN_RATE_LIMIT": os.environ.get("WINNOW_LOGIN_RATE_LIMIT", "10 per minute"),
+        # Private networks that server-side fetching may reach (intranets, tests): "a/b,c/d".
+        "FETCH_ALLOW_NETS": os.environ.get("WINNOW_FETCH_ALLOW_NETS", ""),
+        "FETCH_MAX_BYTES": _int("WINNOW_FETCH_MAX_BYTES", 10 * 1024 * 1024),
+        "FETCH_DEADLINE": _float("WINNOW_FETCH_DEADLINE", 20.0),
         # Load the active model when the app is created (the serving default).
         "LOAD_MODEL": os.environ.get("WINNOW_LOAD_MODEL", "1") != "0",
     }

@@ -5,6 +5,7 @@ import io
 from . import images
 
 THUMBNAIL = 512
+NO_MODEL = "no model is active yet: train one or activate a version"
 
 
 class NoModel(RuntimeError):
@@ -14,7 +15,7 @@ class NoModel(RuntimeError):
 def classify_bytes(classifier, data, max_pixels=images.DEFAULT_MAX_PIXELS):
     """Decode image bytes and return (ranked predictions, decoded image); raise ImageRejected."""
     if classifier is None:
-        raise NoModel("no model is active yet: train one or activate a version")
+        raise NoModel(NO_MODEL)
     image = images.decode(data, max_pixels)
     return classifier.predict(image), image
 

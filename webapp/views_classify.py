@@ -1,11 +1,13 @@
 """Public classification: the upload page, its result, and the JSON API."""
 from flask import Blueprint, current_app, render_template, request
 
-from . import images, serving
+from . import fetch, images, serving
 from .resources import csrf, get_model
 
 bp = Blueprint("classify", __name__)
 MAX_SHOWN = 10
+FETCH_STATUS = {"bad_url": 400, "blocked": 400, "too_large": 413, "timeout": 504,
+                "http_status": 502, "upstream": 502}
 
 
 def _upload_bytes():
@@ -49,4 +51,28 @@ def classify_api():
         return {"error": str(e)}, 503
     except images.ImageRejected as e:
         return {"error": f"not a usable image: {e}"}, 400
+    return serving.api_answer(ranked, classifier.version)
+
+
+def _fetch_limits():
+    cfg = current_app.config
+    return fetch.Limits(max_bytes=cfg["FETCH_MAX_BYTES"], deadline=cfg["FETCH_DEADLINE"],
+                        allow_nets=fetch.parse_allow_nets(cfg["FETCH_ALLOW_NETS"]))
+
+
+@bp.route("/classify-url")
+def classify_url():
+    url = request.args.get("url", "").strip()
+    if not url:
+        return {"error": "give the image's address as ?url=http(s)://…"}, 400
+    classifier = get_model().classifier
+    if classifier is None:
+        return {"error": serving.NO_MODEL}, 503
+    try:
+        data = fetch.fetch(url, _fetch_limits())
+        ranked, _ = serving.classify_bytes(classifier, data, current_app.config["MAX_PIXELS"])
+    except fetch.FetchError as e:
+        return {"error": str(e)}, FETCH_STATUS[e.kind]
+    except images.ImageRejected as e:
+        return {"error": f"the URL is not a usable image: {e}"}, 400
     return serving.api_answer(ranked, classifier.version)
