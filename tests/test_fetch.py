@@ -1,5 +1,4 @@
 """Server-side fetching: public images come in; the inside of the network stays out of reach."""
-import io
 import random
 import time
 
