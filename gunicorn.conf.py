@@ -17,10 +17,24 @@ accesslog = "-"
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
 
 
+# /metrics adds up every worker's numbers from files here (prometheus-client multiprocess mode).
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    import tempfile
+
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="winnow-metrics-")
+
+
 def on_starting(server):
     import torch
 
     torch.set_num_threads(1)
+
+
+def child_exit(server, worker):
+    """Drop a dead worker's live gauges from /metrics."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
 
 
 def post_fork(server, worker):

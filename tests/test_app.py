@@ -61,3 +61,21 @@ def test_activating_a_version_swaps_it_in_without_a_restart(trained_copy, monkey
     registry.activate(data_dir, v1)
     assert client.get("/readyz").get_json()["model"] == v2
     assert app.extensions["winnow.model"].error.endswith("refusing to unpickle it")
+
+
+def test_metrics_count_requests_predictions_and_the_active_model(trained_dir):
+    import io
+    import random
+
+    from tests.pictures import jpeg, tinted
+    data_dir, version, _ = trained_dir
+    client = make_app(data_dir, LOAD_MODEL=True).test_client()
+    client.post("/api/classify", data=jpeg(tinted("red", random.Random(1), 40)),
+                content_type="image/jpeg")
+    client.post("/api/classify", data={"file": (io.BytesIO(b"junk"), "x.jpg")})
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'winnow_requests_total{endpoint="/api/classify",status="200"}' in text
+    assert 'winnow_requests_total{endpoint="/api/classify",status="400"}' in text
+    assert 'winnow_predictions_total{label="red"}' in text
+    assert f'winnow_active_model{{version="{version}"}} 1.0' in text
+    assert 'winnow_request_seconds_bucket{endpoint="/api/classify"' in text

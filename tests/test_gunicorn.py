@@ -80,3 +80,18 @@ def test_two_workers_answer_200_requests_and_swap_models_under_load(gunicorn):
     time.sleep(1.5)  # every worker checks models/ACTIVE at most a second apart
     served = {get_json(base + "/api/classify", data=pictures[0])[1]["model"] for _ in range(20)}
     assert served == {v2}
+
+
+def test_metrics_add_up_across_workers(gunicorn):
+    base, _, version = gunicorn
+    picture = jpeg(tinted("red", random.Random(0), 48))
+    for _ in range(12):
+        assert get_json(base + "/api/classify", data=picture)[0] == 200
+    with urllib.request.urlopen(base + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+    line = next(l for l in text.splitlines()
+                if l.startswith('winnow_requests_total{endpoint="/api/classify",status="200"}'))
+    assert float(line.split()[-1]) == 12  # whichever worker answered each one
+    serving = [l for l in text.splitlines()
+               if l.startswith("winnow_active_model{") and l.endswith(" 1.0")]
+    assert 1 <= len(serving) <= 2 and all(f'version="{version}"' in l for l in serving)

@@ -31,8 +31,10 @@ def create_app(test_config=None):
     Path(app.config["DATA_DIR"]).mkdir(parents=True, exist_ok=True)
     app.config["SECRET_KEY"] = app.config["SECRET_KEY"] or _secret_key(app.config["DATA_DIR"])
 
-    from . import auth, cli, errors, learn, resources, views_admin, views_classify, views_main
+    from . import (auth, cli, errors, learn, metrics, resources, views_admin, views_classify,
+                   views_main)
 
+    metrics.init_app(app)
     resources.init_app(app)
     errors.init_app(app)
     auth.init_app(app)

@@ -7,7 +7,7 @@ import time
 from flask import current_app, g
 from flask_wtf.csrf import CSRFProtect
 
-from . import registry
+from . import metrics, registry
 from .classifier import Classifier
 from .store import Dataset
 
@@ -23,7 +23,7 @@ class SharedModel:
     def __init__(self, data_dir):
         self.data_dir = data_dir
         self.classifier, self.error = None, None
-        self._seen, self._checked = None, 0.0
+        self._seen, self._checked, self._marked = None, 0.0, None
         self._lock = threading.Lock()
 
     @property
@@ -56,8 +56,16 @@ class SharedModel:
             log.error("could not load the active model: %s", e)
         return self
 
+    def _mark_served_version(self):
+        # Per serving process (not the gunicorn master; a fork starts with empty metrics).
+        mark = (os.getpid(), self.version)
+        if mark != self._marked:
+            metrics.set_active_model(self._marked[1] if self._marked else None, self.version)
+            self._marked = mark
+
     def refresh(self):
         """Reload if models/ACTIVE was replaced (a cheap stat, at most once a second)."""
+        self._mark_served_version()
         now = time.monotonic()
         if now - self._checked < self.CHECK_EVERY:
             return

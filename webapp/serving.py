@@ -2,7 +2,7 @@
 import base64
 import io
 
-from . import images
+from . import images, metrics
 
 THUMBNAIL = 512
 NO_MODEL = "no model is active yet: train one or activate a version"
@@ -17,7 +17,9 @@ def classify_bytes(classifier, data, max_pixels=images.DEFAULT_MAX_PIXELS):
     if classifier is None:
         raise NoModel(NO_MODEL)
     image = images.decode(data, max_pixels)
-    return classifier.predict(image), image
+    ranked = classifier.predict(image)
+    metrics.record_prediction(ranked[0][0])
+    return ranked, image
 
 
 def api_answer(ranked, version):

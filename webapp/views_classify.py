@@ -1,7 +1,7 @@
 """Public classification: the upload page, its result, and the JSON API."""
 from flask import Blueprint, current_app, render_template, request
 
-from . import fetch, images, serving
+from . import fetch, images, metrics, serving
 from .resources import csrf, get_model
 
 bp = Blueprint("classify", __name__)
@@ -72,6 +72,7 @@ def classify_url():
         data = fetch.fetch(url, _fetch_limits())
         ranked, _ = serving.classify_bytes(classifier, data, current_app.config["MAX_PIXELS"])
     except fetch.FetchError as e:
+        metrics.record_fetch_failure(e.kind)
         return {"error": str(e)}, FETCH_STATUS[e.kind]
     except images.ImageRejected as e:
         return {"error": f"the URL is not a usable image: {e}"}, 400
