@@ -1,0 +1,98 @@
+"""Time learn.predict against Winnow's serving path, side by side on the same images.
+
+    .venv/bin/python bench/predict.py [--arch resnet34] [--size 224] [--images 40] [--threads 2]
+
+Builds an untrained learner (no ImageNet weights offline; the speed does not depend on the
+weights), exports and reloads it as serving does, then prints the median milliseconds per image
+for learn.predict and for webapp.classifier at batch 1 and batch 32, the ratios, and the largest
+probability difference (which must stay below 1e-5).
+"""
+import argparse
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def build_model(data_dir, arch, size):
+    """Export an untrained learner on a small generated dataset; return the loaded copy."""
+    from fastai.learner import load_learner
+
+    from tests.pictures import tinted_set
+    from webapp import training
+    from webapp.store import Dataset
+
+    ds = Dataset(data_dir)
+    for label, data in tinted_set(per_class=8, size=64):
+        ds.add_image(data, label=label, write_csv=False)
+    ds.write_cleaned_csv()
+    ds.close()
+    learn = training.build_learner(data_dir, training.TrainOptions(arch=arch, size=size, bs=8),
+                                   pretrained=False)
+    learn.export(Path(data_dir) / "export.pkl")
+    return load_learner(Path(data_dir) / "export.pkl", cpu=True)
+
+
+def pictures(n, seed=0):
+    """Return n RGB pictures of mixed sizes, as users upload them."""
+    from tests.pictures import tinted
+
+    rng = random.Random(seed)
+    return [tinted(rng.choice(["red", "blue"]), rng, rng.choice([180, 256, 320, 500]))
+            for _ in range(n)]
+
+
+def median_ms(fn, items, per_call):
+    """Return the median milliseconds per image of fn over items, `per_call` images at a time."""
+    times = []
+    for i in range(0, len(items) - per_call + 1, per_call):
+        chunk = items[i:i + per_call]
+        t = time.perf_counter()
+        fn(chunk)
+        times.append((time.perf_counter() - t) * 1000 / per_call)
+    return statistics.median(times)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--arch", default="resnet34")
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--images", type=int, default=64)
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+
+    import torch
+
+    from webapp.classifier import Classifier
+
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        learn = build_model(tmp, args.arch, args.size)
+        clf = Classifier(learn, "bench")
+        learn.remove_cbs([cb for cb in learn.cbs if type(cb).__name__ == "ProgressCallback"])
+        imgs = pictures(args.images)
+        for im in imgs[:3]:  # warm up both paths
+            learn.predict(im)
+            clf.predict(im)
+        fastai_ms = median_ms(lambda c: [learn.predict(im) for im in c], imgs, 1)
+        torch_1 = median_ms(lambda c: clf.predict(c[0]), imgs, 1)
+        torch_32 = median_ms(clf.predict_batch, imgs, 32)
+        diff = max(
+            max(abs(dict(clf.predict(im))[c] - float(pr)) for c, pr in zip(clf.vocab, learn.predict(im)[2]))
+            for im in imgs[:20]
+        )
+    print(f"{args.arch} at {args.size}px, {args.images} images, torch threads {args.threads}")
+    print(f"{'path':<28}{'ms/image (median)':>20}{'vs learn.predict':>20}")
+    for name, ms in [("learn.predict", fastai_ms), ("torch path, batch 1", torch_1),
+                     ("torch path, batch 32", torch_32)]:
+        print(f"{name:<28}{ms:>20.1f}{fastai_ms / ms:>19.2f}x")
+    print(f"largest |probability difference| vs learn.predict: {diff:.2e} (must be < 1e-5)")
+    print("ONNX Runtime path: not built yet (issue: classification in production, item 2)")
+
+
+if __name__ == "__main__":
+    main()
