@@ -122,3 +122,15 @@ def test_classify_url_errors(url_client, httpserver):
 def test_classify_url_without_a_model_is_503(client):
     r = client.get("/classify-url", query_string={"url": "http://example.com/a.jpg"})
     assert r.status_code == 503 and "no model" in r.get_json()["error"]
+
+
+def test_the_page_classifies_a_picture_by_its_address(url_client, httpserver):
+    client, version = url_client
+    httpserver.expect_request("/red.jpg").respond_with_data(red_picture(), content_type="image/jpeg")
+    page = client.get("/").get_data(as_text=True)
+    token = page.split('name="csrf_token" value="')[1].split('"')[0]
+    r = client.post("/classify", data={"csrf_token": token, "url": httpserver.url_for("/red.jpg")})
+    assert r.status_code == 200 and '<span id="top-label">red</span>' in r.get_data(as_text=True)
+    r = client.post("/classify", data={"csrf_token": token, "url": "http://10.0.0.1/x.jpg"})
+    html = r.get_data(as_text=True)
+    assert r.status_code == 400 and "cannot be used" in html and 'value="http://10.0.0.1/x.jpg"' in html

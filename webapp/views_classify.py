@@ -27,13 +27,19 @@ def index():
 @bp.route("/classify", methods=["POST"])
 def classify_page():
     model = get_model()
+    url = request.form.get("url", "").strip()
     try:
-        ranked, image = serving.classify_bytes(model.classifier, _upload_bytes(),
+        data = fetch.fetch(url, _fetch_limits()) if url else _upload_bytes()
+        ranked, image = serving.classify_bytes(model.classifier, data,
                                                current_app.config["MAX_PIXELS"])
     except serving.NoModel as e:
         return render_template("classify/index.html", model=model, error=str(e)), 503
+    except fetch.FetchError as e:
+        metrics.record_fetch_failure(e.kind)
+        return render_template("classify/index.html", model=model, url=url,
+                               error=f"That address cannot be used: {e}."), FETCH_STATUS[e.kind]
     except images.ImageRejected as e:
-        return render_template("classify/index.html", model=model,
+        return render_template("classify/index.html", model=model, url=url,
                                error=f"That file cannot be classified: {e}."), 400
     return render_template("classify/result.html", model=model, ranked=ranked[:MAX_SHOWN],
                            n_classes=len(ranked), thumbnail=serving.thumbnail_data_url(image))
