@@ -39,12 +39,16 @@ class Classifier:
         items = [self.after_item((PILImage.create(im),))[0] for im in images]
         return self.after_batch((torch.stack(items),))[0]
 
+    def _forward(self, x):
+        """Return the model's raw outputs for a prepared batch."""
+        return self.model(x)
+
     def probabilities(self, images):
         """Return an (n, classes) numpy array of probabilities for RGB PIL images."""
         import torch
 
         with torch.inference_mode():
-            return self.activation(self.model(self._inputs(images))).float().numpy()
+            return self.activation(self._forward(self._inputs(images))).float().numpy()
 
     def predict_batch(self, images):
         """Return one Prediction per image."""

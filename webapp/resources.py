@@ -7,8 +7,7 @@ import time
 from flask import current_app, g
 from flask_wtf.csrf import CSRFProtect
 
-from . import metrics, registry
-from .classifier import Classifier
+from . import metrics, onnx_model, registry
 from .store import Dataset
 
 csrf = CSRFProtect()
@@ -49,7 +48,8 @@ class SharedModel:
         try:
             version, learner = registry.load_active(self.data_dir)
             # One reference swap: requests in flight keep the classifier they started with.
-            self.classifier = Classifier(learner, version) if learner is not None else None
+            self.classifier = (onnx_model.classifier_for(self.data_dir, version, learner)
+                               if learner is not None else None)
             self.error = None
         except Exception as e:  # the app keeps running on what it had, and says why
             self.error = str(e)

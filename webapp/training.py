@@ -245,12 +245,14 @@ def train(data_dir, opts=None, on_progress=None, show_bar=False, log=print):
         version_dir = registry.new_version_dir(data_dir)
         learn.path = version_dir
         learn.export(version_dir / registry.EXPORT)
+        onnx = _export_onnx_checked(learn, version_dir, opts.size, data_dir, rows)
+        log("ONNX Runtime will serve this model." if onnx["serves"] else onnx["reason"])
 
     metrics = {
         "arch": opts.arch, "size": opts.size, "options": asdict(opts),
         "lr": lr, "lr_unfrozen": [lo, hi], "history": report.history, "lr_find": lr_curves,
         "error_rate": report.history[-1].get("error_rate") if report.history else None,
-        "pretrained": bool(pretrained), "body_frozen_first": bool(pretrained), "seconds": round(time.monotonic() - started, 1),
+        "onnx": onnx, "pretrained": bool(pretrained), "body_frozen_first": bool(pretrained), "seconds": round(time.monotonic() - started, 1),
         "provenance": _provenance(counts, csv_sha, opts),
     }
     version = registry.record_version(data_dir, version_dir, metrics, "trained",
@@ -258,6 +260,28 @@ def train(data_dir, opts=None, on_progress=None, show_bar=False, log=print):
     if opts.activate:
         registry.activate(data_dir, version)
     return version, metrics
+
+
+def _export_onnx_checked(learn, version_dir, size, data_dir, rows, n_images=64):
+    """Export model.onnx and compare it with torch on validation images; say whether it serves."""
+    from . import images, onnx_model
+
+    path = version_dir / onnx_model.ONNX_FILE
+    try:
+        onnx_model.export_onnx(learn, path, size)
+        valid = [r for r in rows if r["is_valid"] == "True"][:n_images]
+        pics = [images.decode((Path(data_dir) / r["name"]).read_bytes()) for r in valid]
+        diff = onnx_model.check_onnx(learn, path, pics)
+    except Exception as e:  # torch still serves; the reason is kept with the version
+        path.unlink(missing_ok=True)
+        return {"serves": False, "reason": f"ONNX export failed ({type(e).__name__}: {e}); "
+                                           "the torch path serves this model"}
+    serves = diff <= onnx_model.TOLERANCE
+    return {"file": onnx_model.ONNX_FILE, "sha256": file_sha256(path), "max_abs_diff": diff,
+            "checked_on": len(pics), "serves": serves,
+            "reason": "" if serves else
+            f"ONNX probabilities differ from torch by {diff:.1e} (more than "
+            f"{onnx_model.TOLERANCE:g}) on the validation images; the torch path serves this model"}
 
 
 def _provenance(counts, csv_sha, opts):
