@@ -26,8 +26,7 @@ class LoginForm(FlaskForm):
 
 def ensure_admin_password(data_dir, password=None, out=None):
     """Store the admin password's hash: the given one, else a generated one printed once."""
-    conn = db.connect(data_dir)
-    try:
+    with db.session(data_dir) as conn:
         stored = db.get_setting(conn, PASSWORD_KEY)
         if password:
             if not stored or not check_password_hash(stored, password):
@@ -37,17 +36,12 @@ def ensure_admin_password(data_dir, password=None, out=None):
             db.set_setting(conn, PASSWORD_KEY, generate_password_hash(generated))
             print(f"\n  Winnow admin password (shown once; set WINNOW_ADMIN_PASSWORD to choose "
                   f"your own): {generated}\n", file=out or sys.stderr, flush=True)
-    finally:
-        conn.close()
 
 
 def password_matches(data_dir, password):
     """Check a password against the stored hash."""
-    conn = db.connect(data_dir)
-    try:
+    with db.session(data_dir) as conn:
         stored = db.get_setting(conn, PASSWORD_KEY)
-    finally:
-        conn.close()
     return bool(stored) and check_password_hash(stored, password)
 
 

@@ -8,8 +8,7 @@ from .store import Dataset, StoreError
 
 
 def _dataset():
-    cfg = current_app.config
-    return Dataset(cfg["DATA_DIR"], cfg["VALID_PCT"], cfg["SPLIT_SEED"], cfg["MAX_PIXELS"])
+    return Dataset.from_config(current_app.config)
 
 
 def _import(items, source):

@@ -1,21 +1,35 @@
 """SQLite connections to the data directory's store (WAL mode)."""
+import contextlib
 import sqlite3
 from importlib import resources
 from pathlib import Path
 
 DB_NAME = "winnow.sqlite3"
+_created = set()  # stores whose tables this process has made sure of
 
 
 def connect(data_dir):
     """Open the store in `data_dir`, creating its tables on first use."""
-    path = Path(data_dir) / DB_NAME
+    path = (Path(data_dir) / DB_NAME).resolve()
     conn = sqlite3.connect(path, timeout=30, isolation_level=None)
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA busy_timeout=30000")
-    conn.executescript(resources.files("webapp").joinpath("schema.sql").read_text())
+    if path not in _created:  # once per process, not on every request's connection
+        conn.executescript(resources.files("webapp").joinpath("schema.sql").read_text())
+        _created.add(path)
     return conn
+
+
+@contextlib.contextmanager
+def session(data_dir):
+    """Yield a connection to the store and close it afterwards."""
+    conn = connect(data_dir)
+    try:
+        yield conn
+    finally:
+        conn.close()
 
 
 class transaction:

@@ -43,35 +43,26 @@ def record_version(data_dir, version_dir, metrics, source, arch=None, size=None)
     sha = file_sha256(version_dir / EXPORT)
     metrics = {**metrics, "version": version_dir.name, "export_sha256": sha, "source": source}
     (version_dir / METRICS).write_text(json.dumps(metrics, indent=2))
-    conn = db.connect(data_dir)
-    try:
+    with db.session(data_dir) as conn:
         conn.execute(
             "INSERT INTO models(version, created, source, arch, size, sha256, metrics) "
             "VALUES (?,?,?,?,?,?,?)",
             (version_dir.name, now(), source, arch, size, sha, json.dumps(metrics)),
         )
-    finally:
-        conn.close()
     return version_dir.name
 
 
 def versions(data_dir):
     """Return every registered version, newest first, as dicts."""
-    conn = db.connect(data_dir)
-    try:
+    with db.session(data_dir) as conn:
         rows = conn.execute("SELECT * FROM models ORDER BY created DESC, version DESC").fetchall()
-    finally:
-        conn.close()
     return [{**dict(r), "metrics": json.loads(r["metrics"])} for r in rows]
 
 
 def version_record(data_dir, version):
     """Return one version's record, or raise ModelError."""
-    conn = db.connect(data_dir)
-    try:
+    with db.session(data_dir) as conn:
         row = conn.execute("SELECT * FROM models WHERE version = ?", (version,)).fetchone()
-    finally:
-        conn.close()
     if row is None:
         raise ModelError(f"there is no model version {version!r}")
     return {**dict(row), "metrics": json.loads(row["metrics"])}

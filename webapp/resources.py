@@ -80,8 +80,7 @@ class SharedModel:
 def get_dataset():
     """Return this request's Dataset on the app's data dir."""
     if "dataset" not in g:
-        cfg = current_app.config
-        g.dataset = Dataset(cfg["DATA_DIR"], cfg["VALID_PCT"], cfg["SPLIT_SEED"], cfg["MAX_PIXELS"])
+        g.dataset = Dataset.from_config(current_app.config)
     return g.dataset
 
 

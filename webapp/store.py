@@ -70,6 +70,11 @@ class Dataset:
         self.valid_pct, self.seed, self.max_pixels = valid_pct, seed, max_pixels
         self.conn = db.connect(self.data_dir)
 
+    @classmethod
+    def from_config(cls, cfg):
+        """Open the dataset an app's configuration names."""
+        return cls(cfg["DATA_DIR"], cfg["VALID_PCT"], cfg["SPLIT_SEED"], cfg["MAX_PIXELS"])
+
     def close(self):
         """Close the database connection."""
         self.conn.close()

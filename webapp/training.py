@@ -115,7 +115,7 @@ def pretrained_weights_available(arch, allow_download=True, timeout=15):
         socket.setdefaulttimeout(old)
 
 
-def _make_callbacks(on_progress):
+def _report_callback(on_progress):
     """Return a fastai callback that records epochs and reports batch progress."""
     from fastai.callback.core import Callback
 
@@ -219,7 +219,7 @@ def train(data_dir, opts=None, on_progress=None, show_bar=False, log=print):
     with tempfile.TemporaryDirectory(prefix="winnow-train-") as work:
         learn = build_learner(data_dir, opts, pretrained)
         learn.path = Path(work)  # lr_find's temporary weights go here, not into models/
-        report = _make_callbacks(on_progress)
+        report = _report_callback(on_progress)
         learn.add_cb(report)
         if not show_bar:
             learn.remove_cbs([cb for cb in learn.cbs if type(cb).__name__ == "ProgressCallback"])
