@@ -44,3 +44,37 @@ CREATE TABLE IF NOT EXISTS settings (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+
+-- Long work run in its own process (webapp/jobs.py): downloads, training, scoring.
+CREATE TABLE IF NOT EXISTS jobs (
+    id            INTEGER PRIMARY KEY,
+    kind          TEXT NOT NULL,             -- download, train, score
+    params        TEXT NOT NULL,             -- JSON
+    status        TEXT NOT NULL,             -- queued, running, succeeded, failed, cancelled
+    actor         TEXT NOT NULL,
+    pid           INTEGER,
+    created       REAL NOT NULL,             -- unix times
+    started       REAL,
+    finished      REAL,
+    heartbeat     REAL,
+    phase         TEXT,
+    phase_started REAL,
+    done          INTEGER NOT NULL DEFAULT 0,
+    total         INTEGER,
+    message       TEXT,
+    detail        TEXT,                      -- JSON: latest losses, counts
+    result        TEXT,                      -- JSON
+    cancel        INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS jobs_active ON jobs(status) WHERE status IN ('queued', 'running');
+
+CREATE TABLE IF NOT EXISTS job_items (
+    id       INTEGER PRIMARY KEY,
+    job_id   INTEGER NOT NULL REFERENCES jobs(id),
+    key      TEXT NOT NULL,                  -- the URL or file name
+    status   TEXT NOT NULL,                  -- stored, duplicate, failed, ...
+    detail   TEXT,                           -- the reason, in words
+    image_id INTEGER,
+    at       REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS job_items_job ON job_items(job_id, id);
