@@ -1,0 +1,30 @@
+"""Stored images for admin pages: GET /media/<id> (the file) and /media/<id>?size=256 (a thumbnail)."""
+from flask import Blueprint, abort, current_app, request, send_file
+
+from . import thumbnails
+from .auth import admin_required
+from .resources import get_dataset
+
+bp = Blueprint("media", __name__, url_prefix="/media")
+
+
+@bp.route("/<int:image_id>")
+@admin_required
+def image(image_id):
+    dataset = get_dataset()
+    row = dataset.image(image_id)
+    if row is None:
+        abort(404, description=f"There is no image #{image_id}.")
+    source = dataset.file_path(row)
+    if not source.exists():
+        abort(404, description=f"Image #{image_id}'s file is missing from the data directory.")
+    size = request.args.get("size", type=int)
+    ext = row["path"].rsplit(".", 1)[-1]
+    if size is None and ext in thumbnails.BROWSER_FORMATS:
+        return send_file(source, mimetype=thumbnails.BROWSER_FORMATS[ext], max_age=86400)
+    try:
+        path = thumbnails.thumbnail(current_app.config["DATA_DIR"], source, row["sha256"],
+                                    size or thumbnails.SIZES[-1])
+    except ValueError as e:
+        abort(400, description=str(e))
+    return send_file(path, mimetype="image/jpeg", max_age=86400)
