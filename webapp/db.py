@@ -18,8 +18,22 @@ def connect(data_dir):
     conn.execute("PRAGMA busy_timeout=30000")
     if path not in _created:  # once per process, not on every request's connection
         conn.executescript(resources.files("webapp").joinpath("schema.sql").read_text())
+        _migrate(conn)
         _created.add(path)
     return conn
+
+
+# Columns added after the first release: (table, column, type). Stores made before them get
+# them on first connection; schema.sql has them for new stores.
+ADDED_COLUMNS = [("events", "change_id", "INTEGER"), ("events", "undoes", "INTEGER")]
+
+
+def _migrate(conn):
+    for table, column, kind in ADDED_COLUMNS:
+        if column not in {r["name"] for r in conn.execute(f"PRAGMA table_info({table})")}:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+    conn.execute("CREATE INDEX IF NOT EXISTS events_change ON events(change_id)")
+    conn.execute("CREATE INDEX IF NOT EXISTS events_undoes ON events(undoes) WHERE undoes IS NOT NULL")
 
 
 @contextlib.contextmanager

@@ -27,7 +27,9 @@ CREATE TABLE IF NOT EXISTS events (
     kind     TEXT NOT NULL,                  -- add, relabel, delete, restore, add_class, rename_class, delete_class
     image_id INTEGER REFERENCES images(id),
     before   TEXT,                           -- JSON
-    after    TEXT                            -- JSON
+    after    TEXT,                           -- JSON
+    change_id INTEGER,                       -- first event of the change it belongs to (one undo step)
+    undoes   INTEGER                         -- the event this one reverts
 );
 
 CREATE TABLE IF NOT EXISTS models (

@@ -61,6 +61,27 @@ def _write_atomic(path, data):
         raise
 
 
+def _label_text(label):
+    return f"{label!r}" if label is not None else "unlabeled"
+
+
+def describe(kind, image_id, before, after):
+    """Say what an event did, in words."""
+    img = f"image #{image_id}"
+    texts = {
+        "add": lambda: f"added {img} as {_label_text(after.get('label'))}",
+        "relabel": lambda: f"{img}: {_label_text(before.get('label'))} → {_label_text(after.get('label'))}",
+        "delete": lambda: f"deleted {img} ({_label_text(before.get('label'))})",
+        "restore": lambda: f"restored {img} ({_label_text(after.get('label'))})",
+        "add_class": lambda: f"created class {after.get('name')!r}",
+        "rename_class": lambda: f"renamed class {before.get('name')!r} to {after.get('name')!r}",
+        "delete_class": lambda: (f"deleted class {before.get('name')!r}; its "
+                                 f"{len(before.get('images', []))} images "
+                                 + ("deleted" if after.get("images_to") == "delete" else "unlabeled")),
+    }
+    return texts[kind]() if kind in texts else kind
+
+
 class Dataset:
     """One data directory's images, classes and events."""
 
@@ -69,6 +90,8 @@ class Dataset:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.valid_pct, self.seed, self.max_pixels = valid_pct, seed, max_pixels
         self.conn = db.connect(self.data_dir)
+        self._change = self._undoes = None  # the change being written, the event it reverts
+        self._moves = []
 
     @classmethod
     def from_config(cls, cfg):
@@ -127,12 +150,18 @@ class Dataset:
     # ---- writing -------------------------------------------------------------
 
     def _event(self, kind, actor, image_id=None, before=None, after=None):
-        self.conn.execute(
-            "INSERT INTO events(at, actor, kind, image_id, before, after) VALUES (?,?,?,?,?,?)",
+        # Every event of one change shares the change's id (its first event's id): one undo step.
+        cur = self.conn.execute(
+            "INSERT INTO events(at, actor, kind, image_id, before, after, change_id, undoes) "
+            "VALUES (?,?,?,?,?,?,?,?)",
             (now(), actor, kind, image_id,
              json.dumps(before) if before is not None else None,
-             json.dumps(after) if after is not None else None),
+             json.dumps(after) if after is not None else None,
+             self._change, self._undoes),
         )
+        if self._change is None:
+            self._change = cur.lastrowid
+            self.conn.execute("UPDATE events SET change_id = id WHERE id = ?", (cur.lastrowid,))
 
     def _ensure_class(self, name, actor):
         name = check_class_name(name)
@@ -164,6 +193,7 @@ class Dataset:
             return Added("rejected", name, reason=str(e))
         rel = f"images/{sha[:2]}/{sha}.{got.ext}"
         _write_atomic(self.data_dir / rel, got.data)
+        self._change = self._undoes = None
         try:
             with db.transaction(self.conn):
                 if label is not None:
@@ -185,26 +215,172 @@ class Dataset:
     def change(self, kind, *, image_id=None, label=None, name=None, new_name=None,
                images_to="unlabel", actor="admin"):
         """Apply one change of label, class, deletion or restore, with its event, atomically."""
+        return self.apply([dict(kind=kind, image_id=image_id, label=label, name=name,
+                                new_name=new_name, images_to=images_to)], actor)[0]
+
+    def apply(self, changes, actor="admin"):
+        """Apply several changes as one: one transaction, one undo step; return their results.
+
+        Each change is a dict with "kind" (relabel, delete, restore, add_class, rename_class,
+        delete_class) and that kind's arguments (image_id, label, name, new_name, images_to).
+        """
+        def run():
+            return [self._handler(dict(c), actor)() for c in changes]
+        return self._commit(run)
+
+    def _handler(self, c, actor):
+        kind = c.pop("kind", None)
         handlers = {
-            "relabel": lambda: self._relabel(image_id, label, actor),
-            "delete": lambda: self._delete(image_id, actor),
-            "restore": lambda: self._restore(image_id, actor),
-            "add_class": lambda: self._ensure_class(name, actor),
-            "rename_class": lambda: self._rename_class(name, new_name, actor),
-            "delete_class": lambda: self._delete_class(name, images_to, actor),
+            "relabel": lambda: self._relabel(c.get("image_id"), c.get("label"), actor),
+            "delete": lambda: self._delete(c.get("image_id"), actor),
+            "restore": lambda: self._restore(c.get("image_id"), actor),
+            "add_class": lambda: self._ensure_class(c.get("name"), actor),
+            "rename_class": lambda: self._rename_class(c.get("name"), c.get("new_name"), actor),
+            "delete_class": lambda: self._delete_class(c.get("name"), c.get("images_to") or "unlabel",
+                                                       actor),
         }
         if kind not in handlers:
             raise StoreError(f"unknown change {kind!r}")
-        moves = []
-        self._moves = moves
-        with db.transaction(self.conn):
-            result = handlers[kind]()
+        return handlers[kind]
+
+    def _commit(self, run):
+        """Run `run` as one change in one write transaction; then move files and rewrite the CSV."""
+        self._change = self._undoes = None
+        self._moves = []
+        try:
+            with db.transaction(self.conn):
+                result = run()
+        finally:
+            self._change = self._undoes = None
+        moves, self._moves = self._moves, []
         for src, dst in moves:  # files follow the committed rows
             if src.exists():
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(src, dst)
         self.write_cleaned_csv()
         return result
+
+    # ---- undo ----------------------------------------------------------------
+
+    def undo(self, event_id, actor="admin"):
+        """Revert one event (as new events that point back at it); return the new change's id."""
+        def run():
+            self._revert(self._event_row(event_id), actor)
+            return self._change
+        return self._commit(run)
+
+    def undo_change(self, change_id, actor="admin"):
+        """Revert every event of a change not reverted yet, newest first; return the new change's id."""
+        def run():
+            rows = self.conn.execute(
+                "SELECT * FROM events e WHERE change_id = ? AND NOT EXISTS "
+                "(SELECT 1 FROM events u WHERE u.undoes = e.id) ORDER BY id DESC",
+                (change_id,)).fetchall()
+            if not rows:
+                raise StoreError(f"change #{change_id} does not exist or was undone already")
+            for row in rows:
+                self._revert(row, actor)
+            return self._change
+        return self._commit(run)
+
+    def last_change(self, actor=None, kinds=None):
+        """Return the id of the newest change that can be undone (not an undo, not undone), or None.
+
+        `actor` limits it to one person's changes; `kinds` to changes with an event of those kinds.
+        """
+        sql = ("SELECT e.change_id FROM events e WHERE e.change_id IS NOT NULL "
+               "GROUP BY e.change_id HAVING MAX(e.undoes IS NOT NULL) = 0 "
+               "AND NOT EXISTS (SELECT 1 FROM events u JOIN events o ON u.undoes = o.id "
+               "                WHERE o.change_id = e.change_id)")
+        args = []
+        if actor is not None:
+            sql += " AND MIN(e.actor = ?) = 1"
+            args.append(actor)
+        if kinds:
+            sql += f" AND MAX(e.kind IN ({','.join('?' * len(kinds))})) = 1"
+            args.extend(kinds)
+        row = self.conn.execute(sql + " ORDER BY e.change_id DESC LIMIT 1", args).fetchone()
+        return row["change_id"] if row else None
+
+    def undo_last(self, actor=None, kinds=None):
+        """Undo the newest undoable change (see last_change); return its id, or None if none."""
+        change_id = self.last_change(actor, kinds)
+        if change_id is None:
+            return None
+        self.undo_change(change_id, actor or "admin")
+        return change_id
+
+    def history(self, limit=50, offset=0, image_id=None):
+        """Return events newest first, each with `text`, `undone_by` and decoded before/after."""
+        where, args = ("WHERE e.image_id = ?", [image_id]) if image_id is not None else ("", [])
+        rows = self.conn.execute(
+            "SELECT e.*, (SELECT MIN(u.id) FROM events u WHERE u.undoes = e.id) AS undone_by "
+            f"FROM events e {where} ORDER BY e.id DESC LIMIT ? OFFSET ?",
+            (*args, limit, offset)).fetchall()
+        out = []
+        for r in rows:
+            item = dict(r)
+            item["before"] = json.loads(r["before"]) if r["before"] else {}
+            item["after"] = json.loads(r["after"]) if r["after"] else {}
+            item["text"] = describe(r["kind"], r["image_id"], item["before"], item["after"])
+            out.append(item)
+        return out
+
+    def _event_row(self, event_id):
+        row = self.conn.execute("SELECT * FROM events WHERE id = ?", (event_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"there is no event #{event_id}")
+        return row
+
+    def _revert(self, ev, actor):
+        """Write the inverse of event `ev` (inside the current transaction)."""
+        if self.conn.execute("SELECT 1 FROM events WHERE undoes = ?", (ev["id"],)).fetchone():
+            raise StoreError(f"event #{ev['id']} was undone already")
+        before = json.loads(ev["before"]) if ev["before"] else {}
+        after = json.loads(ev["after"]) if ev["after"] else {}
+        kind, image_id = ev["kind"], ev["image_id"]
+        self._undoes = ev["id"]
+        try:
+            if kind in ("add", "restore"):
+                self._delete(self._undo_target(image_id, ev)["id"], actor)
+            elif kind == "delete":
+                self._restore(self._undo_target(image_id, ev, deleted=True)["id"], actor)
+            elif kind == "relabel":
+                row = self._undo_target(image_id, ev)
+                if row["label"] != after.get("label"):
+                    raise StoreError(
+                        f"image #{image_id} was relabelled again since (now "
+                        f"{_label_text(row['label'])}); undo that change first")
+                self._relabel(image_id, before.get("label"), actor)
+            elif kind == "add_class":
+                self._remove_empty_class(after["name"], actor)
+            elif kind == "rename_class":
+                self._rename_class(after["name"], before["name"], actor)
+            elif kind == "delete_class":
+                if before["name"] in self.class_names():
+                    raise StoreError(f"a class {before['name']!r} exists again already")
+                self._ensure_class(before["name"], actor)
+            else:
+                raise StoreError(f"events of kind {kind!r} cannot be undone")
+        finally:
+            self._undoes = None
+
+    def _undo_target(self, image_id, ev, deleted=False):
+        row = self.image(image_id)
+        if row is None or bool(row["deleted"]) != deleted:
+            now_ = "deleted" if row is not None and row["deleted"] else "not deleted"
+            raise StoreError(f"image #{image_id} is {now_} now, so event #{ev['id']} "
+                             f"({ev['kind']}) cannot be undone; undo the later change first")
+        return row
+
+    def _remove_empty_class(self, name, actor):
+        if name not in self.class_names():
+            raise StoreError(f"there is no class {name!r}")
+        n = self.conn.execute("SELECT COUNT(*) FROM images WHERE label = ? AND deleted IS NULL",
+                              (name,)).fetchone()[0]
+        if n:
+            raise StoreError(f"class {name!r} has {n} images now; delete the class instead")
+        self._delete_class(name, "unlabel", actor)
 
     def _live_image(self, image_id, deleted=False):
         row = self.image(image_id)
