@@ -1,0 +1,67 @@
+"""Scoring for the cleaner: every labeled image's probabilities and embedding, stored per version."""
+import numpy as np
+import pytest
+
+from webapp import images, jobs, registry, scoring
+from webapp.classifier import Classifier
+from webapp.store import Dataset
+
+
+def test_scoring_a_version_stores_probabilities_and_embeddings_of_every_labeled_image(trained_copy):
+    data_dir, version, _ = trained_copy
+    calls = []
+    meta = scoring.score_version(data_dir, version, progress=lambda d, t: calls.append((d, t)),
+                                 batch_size=16)
+
+    labeled = scoring.labeled_images(data_dir)
+    assert calls[0] == (0, len(labeled)) and calls[-1] == (len(labeled), len(labeled))
+    assert len(calls) == 1 + -(-len(labeled) // 16)  # once at the start, then after each batch
+    assert meta["images"] == len(labeled) and meta["failed"] == []
+
+    scores = scoring.load_scores(data_dir, version)
+    assert scores.vocab == ["blue", "red"]
+    assert scores.image_ids.tolist() == [r["id"] for r in labeled]
+    assert scores.probs.shape == (len(labeled), 2)
+    np.testing.assert_allclose(scores.probs.sum(1), 1, atol=1e-5)
+    assert scores.embeddings.dtype == np.float16 and scores.embeddings.shape[0] == len(labeled)
+
+    # One pass gives what the classifier's own probabilities() and embed() give.
+    clf = Classifier(registry.load_learner_verified(data_dir, version))
+    pics = [images.decode((data_dir / r["path"]).read_bytes()) for r in labeled[:5]]
+    np.testing.assert_allclose(scores.probs[:5], clf.probabilities(pics), atol=1e-5)
+    np.testing.assert_allclose(scores.embeddings[:5].astype(np.float32), clf.embed(pics),
+                               rtol=1e-2, atol=1e-2)
+
+
+def test_a_stopped_scoring_writes_nothing(trained_copy):
+    data_dir, version, _ = trained_copy
+
+    def cancel(done, total):
+        if done:
+            raise jobs.Cancelled("stop")
+
+    with pytest.raises(jobs.Cancelled):
+        scoring.score_version(data_dir, version, progress=cancel, batch_size=8)
+    assert scoring.load_scores(data_dir, version) is None
+
+
+def test_rescoring_is_a_job_and_a_missing_file_is_reported_not_fatal(trained_copy):
+    data_dir, version, _ = trained_copy
+    ds = Dataset(data_dir)
+    gone = ds.labeled()[0]
+    ds.close()
+    (data_dir / gone["path"]).unlink()
+
+    job = jobs.run_here(data_dir, "score", {})
+    assert job["status"] == "succeeded", jobs.read_log(data_dir, job["id"])
+    n = len(scoring.labeled_images(data_dir))
+    assert job["message"].startswith(f"Scored {n - 1} images with {version}")
+    assert job["result"]["failed"] == 1
+    scores = scoring.load_scores(data_dir, version)
+    assert gone["id"] not in scores.image_ids and scores.meta["failed"] == [gone["id"]]
+
+
+def test_rescoring_without_a_model_fails_with_a_reason(tmp_path):
+    job = jobs.run_here(tmp_path, "score", {})
+    assert job["status"] == "failed"
+    assert "no active model" in job["message"]

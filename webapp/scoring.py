@@ -1,0 +1,189 @@
+"""Scores for the cleaner: every labeled image's class probabilities and embedding, per model version.
+
+A version's scores live beside its export.pkl: `models/<version>/scores.npz` (image ids, class
+probabilities as float32, penultimate activations as float16) and `scores.json` (vocab, counts,
+timing). Losses are not stored: the cleaner computes them from the probabilities and each
+image's current label, so a relabel re-ranks at once.
+"""
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import db, images, registry
+
+SCORES = "scores.npz"
+SCORES_META = "scores.json"
+CV_SCORES = "cv_scores.npz"  # out-of-fold probabilities of training images (crossval.py)
+CV_META = "cv_scores.json"
+
+
+class ScoringError(RuntimeError):
+    """Scoring cannot run; the message says why."""
+
+
+@dataclass
+class Scores:
+    """One version's stored scores: row i describes image `image_ids[i]`."""
+
+    version: str
+    vocab: list
+    image_ids: np.ndarray  # (n,) int64
+    probs: np.ndarray  # (n, classes) float32
+    embeddings: np.ndarray | None = None  # (n, d) float16
+    meta: dict = field(default_factory=dict)
+
+    def __len__(self):
+        return len(self.image_ids)
+
+    def index(self):
+        """Return {image_id: row}."""
+        return {int(i): n for n, i in enumerate(self.image_ids)}
+
+
+def labeled_images(data_dir):
+    """Return the live labeled images (id, path, label, is_valid), oldest first."""
+    with db.session(data_dir) as conn:
+        return [dict(r) for r in conn.execute(
+            "SELECT id, path, label, is_valid FROM images "
+            "WHERE deleted IS NULL AND label IS NOT NULL ORDER BY id")]
+
+
+def load_pictures(data_dir, rows):
+    """Decode the rows' files; return (pictures, rows that decoded, ids that failed)."""
+    pics, ok, failed = [], [], []
+    for r in rows:
+        try:
+            pics.append(images.decode((Path(data_dir) / r["path"]).read_bytes()))
+            ok.append(r)
+        except (OSError, images.ImageRejected):
+            failed.append(r["id"])
+    return pics, ok, failed
+
+
+def forward(clf, pictures):
+    """Return (probabilities, embeddings) for RGB pictures from ONE pass through the model.
+
+    Classifier.probabilities and Classifier.embed each run the body; scoring needs both, so it
+    splits the head itself: its last layer maps the embedding to the logits.
+    """
+    import torch
+
+    body, head = clf.model[0], clf.model[1]
+    with torch.inference_mode():
+        feats = head[:-1](body(clf._inputs(pictures)))
+        probs = clf.activation(head[-1](feats))
+    return probs.float().numpy(), feats.float().numpy()
+
+
+def score_images(clf, data_dir, rows, progress=None, batch_size=64):
+    """Score rows in batches; return (ids, probs, embeddings, failed ids)."""
+    ids, probs, embs, failed = [], [], [], []
+    total = len(rows)
+    if progress:
+        progress(0, total)
+    for start in range(0, total, batch_size):
+        pics, ok, bad = load_pictures(data_dir, rows[start:start + batch_size])
+        failed += bad
+        if pics:
+            p, e = forward(clf, pics)
+            ids += [r["id"] for r in ok]
+            probs.append(p)
+            embs.append(e.astype(np.float16))
+        if progress:
+            progress(min(start + batch_size, total), total)
+    n_classes = len(clf.vocab)
+    return (np.asarray(ids, dtype=np.int64),
+            np.concatenate(probs) if probs else np.zeros((0, n_classes), np.float32),
+            np.concatenate(embs) if embs else np.zeros((0, 0), np.float16),
+            failed)
+
+
+def save_arrays(path, meta_path, meta, **arrays):
+    """Write an .npz and its JSON atomically (the JSON last: it says the scores are complete)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        json.dump(meta, f, indent=2)
+    os.replace(tmp, meta_path)
+
+
+def score_version(data_dir, version, progress=None, batch_size=64):
+    """Score every labeled live image with a version's learner and store the scores with it.
+
+    `progress(done, total)` is called after each batch (it may raise to stop: nothing is
+    written then). Return the summary that scores.json records.
+    """
+    from .classifier import Classifier
+
+    started = time.monotonic()
+    clf = Classifier(registry.load_learner_verified(data_dir, version), version)
+    rows = labeled_images(data_dir)
+    ids, probs, embs, failed = score_images(clf, data_dir, rows, progress, batch_size)
+    seconds = time.monotonic() - started
+    meta = {"version": version, "vocab": clf.vocab, "images": int(len(ids)),
+            "failed": failed, "embedding_dim": int(embs.shape[1]) if embs.size else 0,
+            "scored_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "seconds": round(seconds, 2),
+            "images_per_second": round(len(ids) / seconds, 1) if seconds > 0 else None}
+    vdir = registry.models_dir(data_dir) / version
+    save_arrays(vdir / SCORES, vdir / SCORES_META, meta,
+                image_ids=ids, probs=probs.astype(np.float32), embeddings=embs)
+    return meta
+
+
+def load_scores(data_dir, version, embeddings=True):
+    """Return a version's Scores, or None when it has not been scored."""
+    vdir = registry.models_dir(data_dir) / version
+    try:
+        meta = json.loads((vdir / SCORES_META).read_text())
+        with np.load(vdir / SCORES) as z:
+            return Scores(version, meta["vocab"], z["image_ids"], z["probs"],
+                          z["embeddings"] if embeddings else None, meta)
+    except FileNotFoundError:
+        return None
+
+
+def load_cv_scores(data_dir, version):
+    """Return the out-of-fold Scores of a version's training images, or None."""
+    vdir = registry.models_dir(data_dir) / version
+    try:
+        meta = json.loads((vdir / CV_META).read_text())
+        with np.load(vdir / CV_SCORES) as z:
+            return Scores(version, meta["vocab"], z["image_ids"], z["probs"], None, meta)
+    except FileNotFoundError:
+        return None
+
+
+def run_job(job):
+    """The "score" job: rescore with a version (the active one by default), then cross-validate."""
+    version = job.params.get("version") or registry.active_version(job.data_dir)
+    if not version:
+        raise ScoringError("there is no active model to score with: train one first")
+    folds = int(job.params.get("cv_folds") or 0)
+    job.progress(0, None, phase="scoring", message=f"Scoring every labeled image with {version}")
+    meta = score_version(job.data_dir, version, progress=lambda d, t: job.progress(d, t),
+                         batch_size=int(job.params.get("batch_size") or 64))
+    message = (f"Scored {meta['images']} images with {version} "
+               f"({meta['images_per_second']} images/s).")
+    result = {"version": version, "scored": meta["images"], "failed": len(meta["failed"])}
+    if folds >= 2:
+        from . import crossval
+
+        cv = crossval.cross_validate(job.data_dir, version, folds, job)
+        message += (f" Cross-validated {cv['images']} training images with {folds} folds "
+                    f"in {cv['seconds']:.0f} s.")
+        result["cv"] = {"folds": folds, "images": cv["images"], "seconds": cv["seconds"]}
+    return {**result, "message": message}
