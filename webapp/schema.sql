@@ -80,3 +80,17 @@ CREATE TABLE IF NOT EXISTS job_items (
     at       REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS job_items_job ON job_items(job_id, id);
+
+-- The cleaner's "keep" decisions (webapp/decisions.py): an image judged right despite the model,
+-- or a near-duplicate pair judged distinct, is no longer suggested. Undoing one marks it undone.
+CREATE TABLE IF NOT EXISTS clean_kept (
+    id          INTEGER PRIMARY KEY,
+    batch       INTEGER,                     -- first row of the decision it belongs to (one undo step)
+    image_id    INTEGER NOT NULL REFERENCES images(id),
+    other_id    INTEGER,                     -- a kept pair's other (larger) image id; NULL for one image
+    at          TEXT NOT NULL,
+    actor       TEXT NOT NULL,
+    after_event INTEGER NOT NULL DEFAULT 0,  -- the newest event then: orders keeps among store changes
+    undone      TEXT                         -- when it was undone
+);
+CREATE INDEX IF NOT EXISTS clean_kept_live ON clean_kept(image_id) WHERE undone IS NULL;
