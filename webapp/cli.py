@@ -1,10 +1,11 @@
-"""Terminal commands: flask --app wsgi import-folder | import-csv | export-folder | train | demo."""
+"""Terminal commands: flask --app wsgi import-folder | import-csv | export-folder | train | demo,
+and download (a URL list)."""
 import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from . import demo, folders, registry, training
-from .store import Dataset, StoreError
+from . import demo, downloads, folders, jobs, registry, training
+from .store import Dataset, StoreError, check_class_name
 
 
 def _dataset():
@@ -122,8 +123,44 @@ def demo_command(per_class, if_no_model):
                                  lr=3e-3, pretrained=False, lr_find_iters=50))
 
 
+@click.command("download")
+@click.option("--label", default=None, help="the class the pictures go to (default: unlabeled)")
+@click.option("--max", "max_count", type=int, default=None, help="at most this many URLs")
+@click.option("--workers", default=downloads.DEFAULT_WORKERS, show_default=True,
+              help="downloads at a time")
+@click.argument("url_file", type=click.File("r", encoding="utf-8", errors="replace"))
+@with_appcontext
+def download_command(label, max_count, workers, url_file):
+    """Download the images a URL list names (one per line, or the lesson's CSV) into the dataset."""
+    found = downloads.parse_url_list(url_file.read(), max_count)
+    for note in found.notes():
+        click.echo(note)
+    if not found.urls:
+        raise click.ClickException("there are no http(s) URLs in that file")
+    try:
+        label = check_class_name(label) if label is not None else None
+    except StoreError as e:
+        raise click.ClickException(str(e))
+    cfg = current_app.config
+    with click.progressbar(length=len(found.urls), label="Downloading", show_pos=True) as bar:
+        def update(status):
+            bar.update(status["done"] - bar.pos)
+
+        job = jobs.run_here(cfg["DATA_DIR"], "download",
+                            downloads.job_params(cfg, found.urls, label, workers, "cli"),
+                            on_update=update)
+    failed = [i for i in jobs.items(cfg["DATA_DIR"], job["id"], limit=downloads.MAX_URLS)
+              if i["status"] == "failed"]
+    counts = jobs.item_counts(cfg["DATA_DIR"], job["id"])
+    click.echo(downloads.summary(counts) + f" (job #{job['id']}: {job['status']})")
+    for item in failed:
+        click.echo(f"  failed {item['key']}: {item['detail']}")
+    if job["status"] != "succeeded":
+        raise click.ClickException(job["message"])
+
+
 def init_app(app):
     """Register the commands."""
     for command in (import_folder_command, import_csv_command, export_folder_command,
-                    train_command, demo_command):
+                    train_command, demo_command, download_command):
         app.cli.add_command(command)

@@ -27,9 +27,11 @@ RUNNERS = {
     "download": "webapp.downloads:run_job",
     "train": "webapp.training_job:run_job",
     "score": "webapp.scoring:run_job",
+    "upload": "webapp.uploads:run_job",
+    "suggest": "webapp.unlabeled:run_job",
 }
 # Kinds in the same group never run at the same time (they compete for the model and the CPU).
-GROUPS = {"train": "model", "score": "model"}
+GROUPS = {"train": "model", "score": "model", "suggest": "model"}
 HEARTBEAT_SECONDS = 1.0
 STALE_SECONDS = 10.0  # a running job not heard from for this long is dead
 ACTIVE = ("queued", "running")
@@ -187,10 +189,6 @@ class Job:
             row = self._conn.execute("SELECT * FROM jobs WHERE id = ?", (self.id,)).fetchone()
         return status_of(row)
 
-    def _beat(self):
-        with self._lock:
-            self._conn.execute("UPDATE jobs SET heartbeat = ? WHERE id = ?", (_now(), self.id))
-
     def close(self):
         self._conn.close()
 
@@ -222,8 +220,10 @@ def execute(data_dir, job_id, on_update=None, runner=None):
     stop = threading.Event()
 
     def heartbeat():
-        while not stop.wait(HEARTBEAT_SECONDS):
-            job._beat()
+        # Its own connection: an sqlite3 connection refuses use from a thread that did not open it.
+        with db.session(data_dir) as conn:
+            while not stop.wait(HEARTBEAT_SECONDS):
+                conn.execute("UPDATE jobs SET heartbeat = ? WHERE id = ?", (_now(), job_id))
 
     beat = threading.Thread(target=heartbeat, daemon=True)
     beat.start()
