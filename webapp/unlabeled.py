@@ -1,0 +1,110 @@
+"""The unlabeled images as a queue, in the order they came or by the model's confidence.
+
+The active model's suggestion for an unlabeled image (top class and its probability) is kept per
+model version in the `suggestions` table: one image at a time as the queue shows it, or all of
+them at once by the "suggest" job, which the confidence orders need.
+"""
+from dataclasses import dataclass
+
+from . import db, images
+
+ORDERS = {"added": "in the order they came",
+          "least": "least confident first (what the model most needs)",
+          "most": "most confident first (quick to confirm)"}
+BATCH = 16
+_TABLE = """CREATE TABLE IF NOT EXISTS suggestions (
+    version    TEXT NOT NULL,                -- model version that made it
+    image_id   INTEGER NOT NULL REFERENCES images(id),
+    label      TEXT NOT NULL,                -- its most likely class
+    confidence REAL NOT NULL,                -- that class's probability
+    PRIMARY KEY (version, image_id)
+)"""
+
+
+def ensure_table(conn):
+    """Create the suggestions table if this store has none yet."""
+    conn.execute(_TABLE)
+
+
+@dataclass
+class Waiting:
+    """One unlabeled image in the queue, with the model's suggestion if there is one."""
+
+    id: int
+    name: str | None
+    source: str
+    suggested: str | None = None
+    confidence: float | None = None
+
+
+def queue(conn, version=None, order="added", skipped=(), front=None, limit=2):
+    """Return the next unlabeled images: `front` first, skipped ones last, then by `order`."""
+    ensure_table(conn)
+    skipped = [int(i) for i in skipped][-500:]
+    by = {"least": "s.confidence IS NULL, s.confidence ASC,",
+          "most": "s.confidence IS NULL, s.confidence DESC,"}.get(order, "")
+    rows = conn.execute(
+        "SELECT i.id, i.original_name, i.source, s.label, s.confidence FROM images i "
+        "LEFT JOIN suggestions s ON s.image_id = i.id AND s.version = ? "
+        "WHERE i.deleted IS NULL AND i.label IS NULL "
+        f"ORDER BY i.id = ? DESC, i.id IN ({','.join('?' * len(skipped))}) ASC, {by} i.id "
+        "LIMIT ?", (version, front or -1, *skipped, limit)).fetchall()
+    return [Waiting(*r) for r in rows]
+
+
+def counts(conn, version=None):
+    """Return (unlabeled images, how many of them have the version's suggestion)."""
+    ensure_table(conn)
+    row = conn.execute(
+        "SELECT COUNT(*), COUNT(s.image_id) FROM images i "
+        "LEFT JOIN suggestions s ON s.image_id = i.id AND s.version = ? "
+        "WHERE i.deleted IS NULL AND i.label IS NULL", (version,)).fetchone()
+    return row[0], row[1]
+
+
+def unscored(conn, version):
+    """Return the ids of unlabeled images the version has no suggestion for."""
+    ensure_table(conn)
+    return [r[0] for r in conn.execute(
+        "SELECT i.id FROM images i LEFT JOIN suggestions s ON s.image_id = i.id AND s.version = ? "
+        "WHERE i.deleted IS NULL AND i.label IS NULL AND s.image_id IS NULL ORDER BY i.id",
+        (version,))]
+
+
+def suggest(dataset, classifier, image_ids):
+    """Predict the images' classes with a classifier and keep its suggestions; return them."""
+    rows = [dataset.image(i) for i in image_ids]
+    pictures = [images.decode(dataset.file_path(r).read_bytes(), dataset.max_pixels) for r in rows]
+    found = {}
+    for row, prediction in zip(rows, classifier.predict_batch(pictures)):
+        found[row["id"]] = prediction.ranked[0]
+    ensure_table(dataset.conn)
+    with db.transaction(dataset.conn):
+        dataset.conn.executemany(
+            "INSERT OR REPLACE INTO suggestions(version, image_id, label, confidence) "
+            "VALUES (?,?,?,?)",
+            [(classifier.version, i, label, float(p)) for i, (label, p) in found.items()])
+    return found
+
+
+def run_job(job):
+    """The suggest job: the active model's suggestion for every unlabeled image, in batches."""
+    from . import onnx_model, registry
+    from .store import Dataset
+
+    version, learner = registry.load_active(job.data_dir)
+    if learner is None:
+        raise RuntimeError("no model is active: train one or activate a version first")
+    classifier = onnx_model.classifier_for(job.data_dir, version, learner)
+    dataset = Dataset(job.data_dir, max_pixels=job.params.get("max_pixels", images.DEFAULT_MAX_PIXELS))
+    try:
+        ids = unscored(dataset.conn, version)
+        job.progress(0, len(ids), phase="suggesting",
+                     message=f"Model {version} looks at {len(ids)} unlabeled images")
+        for start in range(0, len(ids), BATCH):
+            suggest(dataset, classifier, ids[start:start + BATCH])
+            job.progress(min(start + BATCH, len(ids)))
+    finally:
+        dataset.close()
+    return {"version": version, "scored": len(ids),
+            "message": f"Model {version} suggested a class for {len(ids)} unlabeled images."}

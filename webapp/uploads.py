@@ -1,0 +1,275 @@
+"""Uploaded pictures into the dataset: many files at once, or a zip of class folders.
+
+Uploads are staged under incoming/<token>/ and imported by the "upload" job: a browser's batch
+of files in the request that sent it (small: at most the upload cap), a zip in a job process of
+its own (thousands of entries). Each file becomes one item: stored, duplicate of an existing
+image, or rejected with the reason. Nothing is ever extracted to disk from a zip: entries are
+read into memory under caps, and their paths only ever name a class.
+"""
+import hashlib
+import json
+import re
+import secrets
+import shutil
+import stat
+import time
+import zipfile
+import zlib
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from .downloads import STORE_SETTINGS, added_detail, job_dataset
+from .folders import SKIPPED_NAMES
+from .store import Added, StoreError, check_class_name
+
+MAX_ZIP_ENTRIES = 20_000
+MAX_ZIP_BYTES = 2 * 1024 ** 3  # uncompressed, all entries together
+STAGING, STASH, ZIP_NAME = "incoming", "stash", "upload.zip"
+KEEP_SECONDS = 24 * 3600  # abandoned staging folders and stashed pictures go after a day
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class UploadRefused(ValueError):
+    """An upload refused as a whole; the message says why."""
+
+
+@dataclass
+class Entry:
+    """One file of an upload: its name, the class it goes to, why it is refused (if it is)."""
+
+    name: str
+    label: str | None
+    refusal: str = ""
+    source: object = None  # a staged file's path, or a zip's ZipInfo
+
+
+def _prune(folder, max_age=KEEP_SECONDS):
+    """Remove what is older than max_age seconds in a folder (left over by dead jobs)."""
+    cutoff = time.time() - max_age
+    for path in folder.iterdir() if folder.is_dir() else ():
+        if path.stat().st_mtime < cutoff:
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+
+
+def _new_staging(data_dir):
+    base = Path(data_dir) / STAGING
+    base.mkdir(parents=True, exist_ok=True)
+    _prune(base)
+    token = secrets.token_hex(8)
+    (base / token).mkdir()
+    return token, base / token
+
+
+def stage_files(data_dir, files):
+    """Save uploaded (name, bytes) files for an upload job; return the staging token."""
+    token, folder = _new_staging(data_dir)
+    for i, (_, data) in enumerate(files):
+        (folder / f"{i}.upload").write_bytes(data)
+    (folder / "names.json").write_text(json.dumps([name for name, _ in files]))
+    return token
+
+
+def stage_zip(data_dir, save, max_entries=MAX_ZIP_ENTRIES, max_bytes=MAX_ZIP_BYTES):
+    """Save an uploaded zip with `save(path)` and check it; return the staging token.
+
+    A file that is not a zip, or one over the caps, is refused here, before any job starts.
+    """
+    token, folder = _new_staging(data_dir)
+    try:
+        save(folder / ZIP_NAME)
+        with _open_zip(folder / ZIP_NAME) as zf:
+            zip_entries(zf, None, max_entries, max_bytes)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return token
+
+
+def _open_zip(path):
+    try:
+        return zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError):
+        raise UploadRefused("that file is not a zip archive (or it is damaged)") from None
+
+
+def _safe_parts(name):
+    """Return a zip entry's path as parts, or None if it could leave the archive."""
+    name = name.replace("\\", "/")
+    if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
+        return None
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    return None if not parts or ".." in parts else parts
+
+
+def _hidden(parts):
+    return any(p.startswith(".") or p == "__MACOSX" for p in parts) or parts[-1] in SKIPPED_NAMES
+
+
+def _is_link(info):
+    return stat.S_ISLNK(info.external_attr >> 16)
+
+
+def zip_entries(zf, default_label=None, max_entries=MAX_ZIP_ENTRIES, max_bytes=MAX_ZIP_BYTES):
+    """Return the entries of a zip of class folders; raise UploadRefused over the caps.
+
+    The first folder names the class (a single folder wrapping all the class folders is looked
+    through); files at the top go to `default_label`. Entries that are absolute, climb out with
+    `..`, or are links are refused one by one; hidden and system files are left out.
+    """
+    infos = [i for i in zf.infolist() if not i.is_dir()]
+    if len(infos) > max_entries:
+        raise UploadRefused(f"the zip has {len(infos)} files; at most {max_entries} are taken at once")
+    declared = sum(i.file_size for i in infos)
+    if declared > max_bytes:
+        raise UploadRefused(f"the zip unpacks to {declared / 1e6:.0f} MB; at most "
+                            f"{max_bytes / 1e6:.0f} MB are taken at once")
+    paths = {i.filename: _safe_parts(i.filename) for i in infos}
+    kept = [p for p in paths.values() if p and not _hidden(p)]
+    wrapped = bool(kept) and all(len(p) >= 3 and p[0] == kept[0][0] for p in kept)
+    entries = []
+    for info in infos:
+        parts = paths[info.filename]
+        if parts is None:
+            entries.append(Entry(info.filename, None, "refused: the path leads out of the archive"))
+        elif _is_link(info):
+            entries.append(Entry(info.filename, None, "refused: a link, not a picture"))
+        elif not _hidden(parts):
+            parts = parts[1:] if wrapped else parts
+            entries.append(_labelled(info, parts[0] if len(parts) > 1 else default_label))
+    return entries
+
+
+def _labelled(info, label):
+    try:
+        return Entry(info.filename, check_class_name(label) if label else None, source=info)
+    except StoreError as e:
+        return Entry(info.filename, None, f"the folder name is not a class name: {e}")
+
+
+def _zip_reader(zf, max_bytes):
+    """Return read(entry) for a zip: the entry's bytes, counted against the archive's cap."""
+    left = [max_bytes]
+
+    def read(entry):
+        with zf.open(entry.source) as f:
+            data = f.read(left[0] + 1)  # zipfile stops at the declared size; this is the cap
+        left[0] -= len(data)
+        if left[0] < 0:
+            raise UploadRefused(f"the zip unpacks to more than {max_bytes / 1e6:.0f} MB")
+        return data
+
+    return read
+
+
+def import_entries(dataset, entries, read, source, on_result=None, actor="admin"):
+    """Add each entry through the intake; return the Added results in order."""
+    results = []
+    for entry in entries:
+        if entry.refusal:
+            added = Added("rejected", entry.name, reason=entry.refusal)
+        else:
+            try:
+                data = read(entry)
+            except (zipfile.BadZipFile, zlib.error, RuntimeError, NotImplementedError, EOFError) as e:
+                added = Added("rejected", entry.name, reason=f"the zip entry cannot be read ({e})")
+            else:
+                added = dataset.add_image(data, label=entry.label, source=source, name=entry.name,
+                                          actor=actor, write_csv=False)
+        results.append(added)
+        if on_result:
+            on_result(added, entry.label, len(results))
+    return results
+
+
+def _staged_entries(folder, label):
+    names = json.loads((folder / "names.json").read_text())
+    return [Entry(name or f"file {i + 1}", label, source=folder / f"{i}.upload")
+            for i, name in enumerate(names)]
+
+
+def job_params(cfg, token, label=None, actor="admin", max_entries=MAX_ZIP_ENTRIES,
+               max_bytes=MAX_ZIP_BYTES):
+    """Return an upload job's parameters: the staged upload and the settings its process needs."""
+    return {"token": token, "label": label, "actor": actor, "max_entries": max_entries,
+            "max_bytes": max_bytes, "store": {k: cfg[k] for k in STORE_SETTINGS}}
+
+
+def run_job(job):
+    """The upload job: every staged file, or every entry of a staged zip, through the intake."""
+    p = job.params
+    folder = Path(job.data_dir) / STAGING / p["token"]
+    if not re.fullmatch(r"[0-9a-f]{16}", p["token"]) or not folder.is_dir():
+        raise UploadRefused("the upload is gone (uploads are kept for a day); send it again")
+    counts = Counter()
+
+    def report(added, label, done):
+        counts[added.status] += 1
+        job.item(added.name, added.status, added_detail(added, label), added.image_id)
+        job.progress(done, detail=dict(counts))
+
+    dataset = job_dataset(job)
+    try:
+        if (folder / ZIP_NAME).exists():
+            with _open_zip(folder / ZIP_NAME) as zf:
+                entries = zip_entries(zf, p.get("label"), p["max_entries"], p["max_bytes"])
+                job.progress(0, len(entries), phase="importing", message=f"Importing {len(entries)} files from the zip")
+                import_entries(dataset, entries, _zip_reader(zf, p["max_bytes"]), "zip", report, p["actor"])
+        else:
+            entries = _staged_entries(folder, p.get("label"))
+            job.progress(0, len(entries), phase="importing", message=f"Importing {len(entries)} files")
+            import_entries(dataset, entries, lambda e: e.source.read_bytes(), "upload", report,
+                           p["actor"])
+    finally:
+        dataset.write_cleaned_csv()
+        dataset.close()
+        shutil.rmtree(folder, ignore_errors=True)
+    return {**counts, "message": summary(counts).capitalize() + "."}
+
+
+def summary(counts):
+    """Say what an upload did, in one line."""
+    return (f"stored {counts.get('stored', 0)}, duplicates {counts.get('duplicate', 0)}, "
+            f"rejected {counts.get('rejected', 0)}")
+
+
+# ---- pictures an admin classified, kept so they can join the dataset --------------------
+
+def stash(data_dir, data):
+    """Keep a classified picture for a day so an admin can add it; return its sha256."""
+    folder = Path(data_dir) / STASH
+    folder.mkdir(parents=True, exist_ok=True)
+    _prune(folder)
+    sha = hashlib.sha256(data).hexdigest()
+    path = folder / sha
+    if not path.exists():
+        tmp = folder / f".{sha}.{secrets.token_hex(4)}"
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    return sha
+
+
+def stashed(data_dir, sha):
+    """Return a stashed picture's bytes, or raise UploadRefused."""
+    path = Path(data_dir) / STASH / (sha or "")
+    if not SHA256.match(sha or "") or not path.is_file():
+        raise UploadRefused("that picture is no longer kept (they are kept for a day); "
+                            "classify it again")
+    return path.read_bytes()
+
+
+def forget_stashed(data_dir, sha):
+    """Drop a stashed picture (it is in the dataset now)."""
+    if SHA256.match(sha or ""):
+        (Path(data_dir) / STASH / sha).unlink(missing_ok=True)
+
+
+def recent_imports(data_dir, limit=10):
+    """Return the latest download and upload jobs, newest first, each with its item counts."""
+    from . import jobs
+
+    found = jobs.recent(data_dir, "download", limit) + jobs.recent(data_dir, "upload", limit)
+    found = sorted(found, key=lambda j: -j["id"])[:limit]
+    for job in found:
+        job["counts"] = jobs.item_counts(data_dir, job["id"])
+    return found
