@@ -32,7 +32,7 @@ def create_app(test_config=None):
     app.config["SECRET_KEY"] = app.config["SECRET_KEY"] or _secret_key(app.config["DATA_DIR"])
 
     from . import (auth, cli, errors, learn, metrics, resources, views_admin, views_classify,
-                   views_jobs, views_label, views_main, views_media)
+                   views_clean, views_jobs, views_label, views_main, views_media)
 
     metrics.init_app(app)
     resources.init_app(app)
@@ -46,4 +46,5 @@ def create_app(test_config=None):
     app.register_blueprint(views_jobs.bp)
     app.register_blueprint(views_media.bp)
     app.register_blueprint(views_label.bp)
+    app.register_blueprint(views_clean.bp)
     return app

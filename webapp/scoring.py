@@ -20,6 +20,9 @@ SCORES = "scores.npz"
 SCORES_META = "scores.json"
 CV_SCORES = "cv_scores.npz"  # out-of-fold probabilities of training images (crossval.py)
 CV_META = "cv_scores.json"
+PAIRS = "pairs.npz"  # near-duplicate pairs at or above PAIRS_FLOOR, found right after scoring
+PAIRS_META = "pairs.json"
+PAIRS_FLOOR = 0.8
 
 
 class ScoringError(RuntimeError):
@@ -141,7 +144,22 @@ def score_version(data_dir, version, progress=None, batch_size=64):
     vdir = registry.models_dir(data_dir) / version
     save_arrays(vdir / SCORES, vdir / SCORES_META, meta,
                 image_ids=ids, probs=probs.astype(np.float32), embeddings=embs)
+    save_pairs(vdir, ids, embs)
     return meta
+
+
+def save_pairs(version_dir, ids, embeddings):
+    """Find the near-duplicate pairs above PAIRS_FLOOR once, so the page needs no search."""
+    from . import near_duplicates
+
+    started = time.monotonic()
+    pairs = near_duplicates.similar_pairs(embeddings, PAIRS_FLOOR) if len(ids) > 1 else None
+    first, second, sims = ((ids[pairs.first], ids[pairs.second], pairs.similarity) if pairs
+                           else (np.zeros(0, np.int64),) * 2 + (np.zeros(0, np.float32),))
+    meta = {"floor": PAIRS_FLOOR, "pairs": int(len(first)), "embeddings": int(len(ids)),
+            "seconds": round(time.monotonic() - started, 2)}
+    save_arrays(version_dir / PAIRS, version_dir / PAIRS_META, meta,
+                first=first, second=second, similarity=sims)
 
 
 def load_scores(data_dir, version, embeddings=True):
@@ -163,6 +181,17 @@ def load_cv_scores(data_dir, version):
         meta = json.loads((vdir / CV_META).read_text())
         with np.load(vdir / CV_SCORES) as z:
             return Scores(version, meta["vocab"], z["image_ids"], z["probs"], None, meta)
+    except FileNotFoundError:
+        return None
+
+
+def load_pairs(data_dir, version):
+    """Return (first ids, second ids, similarities, meta) stored for a version, or None."""
+    vdir = registry.models_dir(data_dir) / version
+    try:
+        meta = json.loads((vdir / PAIRS_META).read_text())
+        with np.load(vdir / PAIRS) as z:
+            return z["first"], z["second"], z["similarity"], meta
     except FileNotFoundError:
         return None
 

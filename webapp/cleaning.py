@@ -1,0 +1,253 @@
+"""The cleaner's lists: top losses, near-duplicate pairs and suspected label errors.
+
+Each list joins a model version's stored scores (scoring.py) with the images as they are now:
+losses come from the stored probabilities and each image's CURRENT label, deleted images drop
+out, and images or pairs an admin kept (decisions.py) are no longer suggested.
+"""
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import decisions, near_duplicates, registry, scoring
+
+SPLITS = ("both", "train", "valid")
+_cache = {}  # (kind, key...) -> a computed result; scores files change only when rescored
+
+
+@dataclass
+class Page:
+    """One page of a ranked list."""
+
+    items: list
+    total: int
+    offset: int
+    limit: int
+
+    @property
+    def number(self):
+        return self.offset // self.limit + 1 if self.limit else 1
+
+    @property
+    def pages(self):
+        return max(1, math.ceil(self.total / self.limit)) if self.limit else 1
+
+
+def _cached(key, compute, keep=4):
+    if key not in _cache:
+        if len(_cache) >= keep * 3:
+            _cache.pop(next(iter(_cache)))
+        _cache[key] = compute()
+    return _cache[key]
+
+
+def _stamp(data_dir, version, name):
+    path = registry.models_dir(data_dir) / version / name
+    try:
+        return path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return None
+
+
+class Cleaner:
+    """The cleaning lists of one dataset for one scored model version."""
+
+    def __init__(self, dataset, version):
+        self.dataset, self.version = dataset, version
+        self.data_dir = dataset.data_dir
+        self.scores = scoring.load_scores(self.data_dir, version, embeddings=False) if version else None
+        if self.scores is not None:
+            self._align()
+
+    @property
+    def scored(self):
+        return self.scores is not None
+
+    def _align(self):
+        """Line the scores up with the live labeled images (ids ascending on both sides)."""
+        rows = self.dataset.labeled()
+        ids = np.fromiter((r["id"] for r in rows), np.int64, len(rows))
+        _, here, there = np.intersect1d(ids, self.scores.image_ids, assume_unique=True,
+                                        return_indices=True)
+        self.unscored = len(ids) - len(here)
+        self.ids = ids[here]
+        self.names = [rows[i]["path"] for i in here]
+        self.labels = [rows[i]["label"] for i in here]
+        self.valid = np.fromiter((rows[i]["is_valid"] for i in here), bool, len(here))
+        self.probs = self.scores.probs[there]
+        self.vocab = list(self.scores.vocab)
+        index = {c: i for i, c in enumerate(self.vocab)}
+        self.label_idx = np.fromiter((index.get(lbl, -1) for lbl in self.labels), np.int64,
+                                     len(here))
+        known = self.label_idx >= 0
+        given = np.where(known, self.probs[np.arange(len(here)), np.maximum(self.label_idx, 0)], np.nan)
+        with np.errstate(divide="ignore"):
+            self.loss = -np.log(np.clip(given, 1e-12, 1))
+        self.prob_given = given
+        self.pred = self.probs.argmax(1) if len(here) else np.zeros(0, np.int64)
+        self.confidence = self.probs.max(1) if len(here) else np.zeros(0)
+        self.row = {int(i): n for n, i in enumerate(self.ids)}
+
+    def item(self, n, score=None):
+        """Describe row n as the pages and the JSON lists show it."""
+        loss = self.loss[n]
+        return {"image_id": int(self.ids[n]), "name": self.names[n], "label": self.labels[n],
+                "split": "valid" if self.valid[n] else "train",
+                "predicted": self.vocab[self.pred[n]], "confidence": round(float(self.confidence[n]), 4),
+                "loss": None if np.isnan(loss) else round(float(loss), 4),
+                "score": None if score is None or np.isnan(score) else round(float(score), 4)}
+
+    def _split_mask(self, split):
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {', '.join(SPLITS)}")
+        return {"both": np.ones(len(self.ids), bool), "train": ~self.valid, "valid": self.valid}[split]
+
+    def _not_kept(self):
+        kept = decisions.kept_images(self.dataset.conn)
+        return ~np.isin(self.ids, np.fromiter(kept, np.int64, len(kept)))
+
+    def top_losses(self, label=None, split="both", actual=None, predicted=None, offset=0, limit=60,
+                   include_kept=False):
+        """Return a Page of images by loss under their current label, highest first.
+
+        `actual` and `predicted` select one confusion-matrix cell (current label, predicted label).
+        Images whose label the model does not know have no loss and come last.
+        """
+        mask = self._split_mask(split)
+        if label or actual:
+            mask &= np.array([v == (label or actual) for v in self.labels], bool)
+        if predicted:
+            mask &= self.pred == (self.vocab.index(predicted) if predicted in self.vocab else -1)
+        if not include_kept:
+            mask &= self._not_kept()
+        rows = np.flatnonzero(mask)
+        key = np.where(np.isnan(self.loss[rows]), -np.inf, self.loss[rows])
+        rows = rows[np.argsort(-key, kind="stable")]
+        return Page([self.item(n, self.loss[n]) for n in rows[offset:offset + limit]],
+                    len(rows), offset, limit)
+
+    def duplicates(self, threshold=0.95, offset=0, limit=30):
+        """Return a Page of live image pairs at or above a cosine similarity, most similar first.
+
+        Each item carries both images, the similarity (its score), and flags for a pair that
+        straddles train and valid (validation leakage) and for a pair with different labels.
+        """
+        threshold = near_duplicates.check_threshold(threshold)
+        first, second, sims = self._pairs(threshold)
+        keep = np.isin(first, self.ids) & np.isin(second, self.ids) & (sims >= threshold)
+        kept = decisions.kept_pairs(self.dataset.conn)
+        if kept:
+            keep &= np.array([(int(a), int(b)) not in kept for a, b in zip(first, second)], bool)
+        first, second, sims = first[keep], second[keep], sims[keep]
+        items = []
+        for a, b, s in zip(first[offset:offset + limit], second[offset:offset + limit],
+                           sims[offset:offset + limit]):
+            x, y = self.item(self.row[int(a)]), self.item(self.row[int(b)])
+            items.append({"first": x, "second": y, "similarity": round(float(s), 4),
+                          "score": round(float(s), 4),
+                          "straddles_split": x["split"] != y["split"],
+                          "labels_differ": x["label"] != y["label"]})
+        return Page(items, len(first), offset, limit)
+
+    def _pairs(self, threshold):
+        """Return (first ids, second ids, similarities) of every scored pair above threshold."""
+        stored = scoring.load_pairs(self.data_dir, self.version)
+        if stored is not None and threshold >= stored[3]["floor"]:
+            return stored[:3]
+
+        def search():  # below the stored floor: search now (tile by tile), once per threshold
+            scores = scoring.load_scores(self.data_dir, self.version)
+            p = near_duplicates.similar_pairs(scores.embeddings, threshold)
+            return scores.image_ids[p.first], scores.image_ids[p.second], p.similarity
+
+        return _cached(("pairs", str(self.data_dir), self.version,
+                        _stamp(self.data_dir, self.version, scoring.SCORES), threshold), search)
+
+    def out_of_sample(self):
+        """Return (rows, probabilities) that no model saw in training: valid images, and the
+        training images a cross-validation run scored."""
+        rows = np.flatnonzero(self.valid)
+        probs = [self.probs[rows]]
+        cv = scoring.load_cv_scores(self.data_dir, self.version)
+        if cv is not None:
+            from .crossval import aligned
+
+            _, mine, theirs = np.intersect1d(self.ids, cv.image_ids, assume_unique=True,
+                                             return_indices=True)
+            train = ~self.valid[mine]
+            rows = np.concatenate([rows, mine[train]])
+            probs.append(aligned(cv.probs[theirs[train]], list(cv.vocab), self.vocab))
+        return rows, np.concatenate(probs)
+
+    def label_issues(self, offset=0, limit=30):
+        """Return a Page of suspected label errors, most suspect first.
+
+        Ranked by cleanlab's self-confidence label-quality score on out-of-sample probabilities;
+        images cleanlab's confident learning flags come first. Items say the suggested label.
+        """
+        rows, probs = self.out_of_sample()
+        known = self.label_idx[rows] >= 0
+        rows, probs = rows[known], probs[known]
+        if len(rows):
+            keep = self._not_kept()[rows]
+            rows, probs = rows[keep], probs[keep]
+        labels = self.label_idx[rows]
+        quality, flagged = _cached(
+            ("quality", str(self.data_dir), self.version, _stamp(self.data_dir, self.version, scoring.SCORES),
+             _stamp(self.data_dir, self.version, scoring.CV_SCORES), rows.tobytes(), labels.tobytes()),
+            lambda: rank_label_issues(labels, probs))
+        order = np.lexsort((quality, ~flagged))
+        items = []
+        for k in order[offset:offset + limit]:
+            item = self.item(rows[k], quality[k])
+            best = int(probs[k].argmax())
+            item.update(suggested=self.vocab[best], suggested_probability=round(float(probs[k][best]), 4),
+                        quality=round(float(quality[k]), 4), flagged=bool(flagged[k]))
+            items.append(item)
+        return Page(items, len(rows), offset, limit)
+
+    def coverage(self):
+        """Say which images the label-issue list can judge: valid always, train after CV."""
+        cv = scoring.load_cv_scores(self.data_dir, self.version)
+        n_train = int((~self.valid).sum())
+        covered = int(np.isin(self.ids[~self.valid], cv.image_ids).sum()) if cv is not None else 0
+        return {"valid": int(self.valid.sum()), "train": n_train, "train_covered": covered,
+                "cv": cv.meta if cv is not None else None}
+
+
+def rank_label_issues(labels, probs):
+    """Return (label quality, flagged) per row: cleanlab's self-confidence score and whether
+    confident learning finds the row's label likely wrong."""
+    n = len(labels)
+    if n == 0:
+        return np.zeros(0), np.zeros(0, bool)
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+
+    probs = np.asarray(probs, np.float64)
+    probs = probs / probs.sum(1, keepdims=True).clip(1e-12)
+    quality = get_label_quality_scores(labels, probs, method="self_confidence")
+    try:
+        flagged = find_label_issues(labels, probs, filter_by="prune_by_noise_rate", n_jobs=1)
+    except (ValueError, AssertionError):  # e.g. a class with no example among these rows
+        flagged = quality < 0.5
+    return np.asarray(quality), np.asarray(flagged, bool)
+
+
+def status(cleaner):
+    """Return what the pages say about the scores: model, when scored, coverage, CV cost."""
+    from . import crossval
+
+    if cleaner.version is None:
+        return {"version": None, "scored": False}
+    try:
+        metrics = registry.version_record(cleaner.data_dir, cleaner.version)["metrics"]
+    except registry.ModelError:
+        metrics = {}
+    out = {"version": cleaner.version, "scored": cleaner.scored, "metrics": metrics,
+           "train_seconds": metrics.get("seconds"),
+           "cv_cost": {k: crossval.estimate_seconds(metrics, k) for k in (3, 5, 10)}}
+    if cleaner.scored:
+        out.update(meta=cleaner.scores.meta, images=len(cleaner.ids), unscored=cleaner.unscored,
+                   coverage=cleaner.coverage())
+    return out

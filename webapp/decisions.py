@@ -1,0 +1,134 @@
+"""The cleaner's decisions on images: keep, delete or relabel, one image or many at once, and undo.
+
+Delete and relabel go through the store: each decision is one change (its events; cleaned.csv
+rewritten at once) that the store can undo. Keep changes no image, so it is the cleaner's own
+record (the clean_kept table): kept images and pairs stop being suggested until the keep is undone.
+"Undo last" takes back whichever came last, a store change or a keep.
+"""
+import json
+
+from . import db
+from .store import StoreError, describe, now
+
+ACTIONS = ("keep", "delete", "relabel")
+UNDO_KINDS = ("relabel", "delete")  # "undo last" here never takes back an upload or a class edit
+
+
+class DecisionRefused(StoreError):
+    """A decision the cleaner cannot apply; the message says why."""
+
+
+def parse_ids(values):
+    """Return image ids as unique ints in the order given, or refuse."""
+    ids = []
+    for v in values:
+        try:
+            i = int(v)
+        except (TypeError, ValueError):
+            raise DecisionRefused(f"{v!r} is not an image id") from None
+        if i not in ids:
+            ids.append(i)
+    if not ids:
+        raise DecisionRefused("choose at least one image")
+    return ids
+
+
+def decide(dataset, action, image_ids, label=None, other_id=None, actor="admin"):
+    """Apply one decision to one or more images as a single undoable step; say what was done."""
+    ids = parse_ids(image_ids)
+    n = f"{len(ids)} image{'s' if len(ids) != 1 else ''}"
+    if action == "delete":
+        dataset.apply([{"kind": "delete", "image_id": i} for i in ids], actor)
+        return f"Deleted {n}."
+    if action == "relabel":
+        if not label:
+            raise DecisionRefused("choose the class to relabel to")
+        dataset.apply([{"kind": "relabel", "image_id": i, "label": label} for i in ids], actor)
+        return f"Relabelled {n} as {label!r}."
+    if action == "keep":
+        keep(dataset.conn, ids, other_id, actor)
+        return "Kept both images of the pair." if other_id else f"Kept {n} as labelled."
+    raise DecisionRefused(f"unknown decision {action!r}; choose one of {', '.join(ACTIONS)}")
+
+
+def keep(conn, image_ids, other_id=None, actor="admin"):
+    """Record images (or, with other_id, pairs) as kept; return the decision's batch id."""
+    other = int(other_id) if other_id not in (None, "") else None
+    with db.transaction(conn):
+        wanted = set(image_ids) | ({other} if other else set())
+        live = {r["id"] for r in conn.execute(
+            f"SELECT id FROM images WHERE deleted IS NULL AND id IN ({','.join('?' * len(wanted))})",
+            list(wanted))}
+        if wanted - live:
+            raise DecisionRefused(f"there is no live image with id {min(wanted - live)}")
+        after = conn.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0]
+        batch = None
+        for i in image_ids:
+            a, b = (min(i, other), max(i, other)) if other else (i, None)
+            cur = conn.execute(
+                "INSERT INTO clean_kept(batch, image_id, other_id, at, actor, after_event) "
+                "VALUES (?, ?, ?, ?, ?, ?)", (batch, a, b, now(), actor, after))
+            if batch is None:
+                batch = cur.lastrowid
+                conn.execute("UPDATE clean_kept SET batch = id WHERE id = ?", (batch,))
+    return batch
+
+
+def kept_images(conn):
+    """Return the ids of images kept as labelled (and not undone)."""
+    return {r[0] for r in conn.execute(
+        "SELECT image_id FROM clean_kept WHERE undone IS NULL AND other_id IS NULL")}
+
+
+def kept_pairs(conn):
+    """Return the (smaller id, larger id) pairs kept as distinct (and not undone)."""
+    return {(r[0], r[1]) for r in conn.execute(
+        "SELECT image_id, other_id FROM clean_kept WHERE undone IS NULL AND other_id IS NOT NULL")}
+
+
+def undo_keep(conn, batch):
+    """Undo one keep decision; return how many images or pairs it had kept."""
+    with db.transaction(conn):
+        n = conn.execute("UPDATE clean_kept SET undone = ? WHERE batch = ? AND undone IS NULL",
+                         (now(), batch)).rowcount
+    if not n:
+        raise DecisionRefused(f"keep decision #{batch} does not exist or was undone already")
+    return n
+
+
+def keep_history(conn, limit=50):
+    """Return keep decisions newest first: batch, when, image ids, pairs or not, undone when."""
+    rows = conn.execute(
+        "SELECT batch, MIN(at) AS at, GROUP_CONCAT(image_id) AS ids, MAX(other_id) AS other, "
+        "COUNT(*) AS n, MAX(undone) AS undone FROM clean_kept GROUP BY batch "
+        "ORDER BY batch DESC LIMIT ?", (limit,)).fetchall()
+    return [{"batch": r["batch"], "at": r["at"], "n": r["n"], "undone": r["undone"],
+             "text": (f"kept pair #{r['ids']} and #{r['other']} as distinct" if r["other"] else
+                      f"kept image{'s' if r['n'] > 1 else ''} #{r['ids'].replace(',', ', #')} "
+                      "as labelled")} for r in rows]
+
+
+def undo_last(dataset, actor=None):
+    """Undo the newest cleaning decision (a relabel/delete change, or a keep); say what, or None."""
+    conn = dataset.conn
+    change = dataset.last_change(actor, kinds=UNDO_KINDS)
+    keep_row = conn.execute(
+        "SELECT batch, MAX(after_event) AS after_event, MAX(other_id) AS other FROM clean_kept WHERE undone IS NULL "
+        + ("AND actor = ? " if actor else "") + "GROUP BY batch ORDER BY batch DESC LIMIT 1",
+        (actor,) if actor else ()).fetchone()
+    change_end = conn.execute("SELECT MAX(id) FROM events WHERE change_id = ?",
+                              (change,)).fetchone()[0] if change else None
+    if keep_row and (change is None or keep_row["after_event"] >= change_end):
+        n = undo_keep(conn, keep_row["batch"])
+        if keep_row["other"]:
+            return "Undone: keeping a near-duplicate pair."
+        return f"Undone: keeping {n} image{'s' if n != 1 else ''} as labelled."
+    if change is None:
+        return None
+    texts = [describe(r["kind"], r["image_id"], json.loads(r["before"] or "{}"),
+                      json.loads(r["after"] or "{}"))
+             for r in conn.execute("SELECT * FROM events WHERE change_id = ? AND kind IN "
+                                   "('relabel', 'delete') ORDER BY id", (change,))]
+    dataset.undo_change(change, actor or "admin")
+    shown = "; ".join(texts[:3]) + (f"; and {len(texts) - 3} more" if len(texts) > 3 else "")
+    return f"Undone: {shown}."

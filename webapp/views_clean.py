@@ -1,0 +1,199 @@
+"""The cleaner: review by loss, near-duplicates, suspected label errors, decisions, undo, history."""
+from flask import (Blueprint, abort, current_app, flash, jsonify, redirect, render_template,
+                   request, url_for)
+
+from . import cleaning, crossval, decisions, jobs, registry
+from .auth import admin_required
+from .resources import get_dataset
+from .store import StoreError
+
+bp = Blueprint("cleaning", __name__, url_prefix="/clean")
+PER_PAGE = {"losses": 48, "pairs": 20, "issues": 36, "history": 50}
+MAX_LIMIT = 1000
+DEFAULT_THRESHOLD = 0.95
+
+
+def _data_dir():
+    return current_app.config["DATA_DIR"]
+
+
+def _cleaner():
+    return cleaning.Cleaner(get_dataset(), registry.active_version(_data_dir()))
+
+
+def _int_arg(name, default, lo, hi):
+    raw = request.args.get(name, default)
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        abort(400, description=f"{name} must be a whole number, not {raw!r}")
+    if not lo <= value <= hi:
+        abort(400, description=f"{name} must be between {lo} and {hi}")
+    return value
+
+
+def _threshold():
+    try:
+        return cleaning.near_duplicates.check_threshold(request.args.get("threshold", DEFAULT_THRESHOLD))
+    except ValueError:
+        abort(400, description="threshold must be a number above 0 and at most 1")
+
+
+def _scored_or_409(cleaner):
+    if not cleaner.scored:
+        abort(409, description="the active model has not scored the images yet: rescore first"
+              if cleaner.version else "there is no active model yet: train one first")
+    return cleaner
+
+
+def _render(template, cleaner, **kw):
+    return render_template(template, cleaner=cleaner, status=cleaning.status(cleaner),
+                           job=jobs.running(_data_dir(), "score"),
+                           classes=get_dataset().class_names(), **kw)
+
+
+def _losses_args():
+    a = request.args
+    split = a.get("split") or ("valid" if a.get("actual") and a.get("predicted") else "both")
+    if split not in cleaning.SPLITS:
+        abort(400, description=f"split must be one of {', '.join(cleaning.SPLITS)}")
+    return {"label": a.get("label") or None, "split": split, "actual": a.get("actual") or None,
+            "predicted": a.get("predicted") or None}
+
+
+@bp.route("/")
+@admin_required
+def index():
+    cleaner, args = _cleaner(), _losses_args()
+    offset = _int_arg("offset", 0, 0, 10**9)
+    page = cleaner.top_losses(**args, offset=offset, limit=PER_PAGE["losses"]) if cleaner.scored else None
+    return _render("clean/index.html", cleaner, page=page, args=args)
+
+
+@bp.route("/top-losses.json")
+@admin_required
+def top_losses_json():
+    cleaner, args = _scored_or_409(_cleaner()), _losses_args()
+    page = cleaner.top_losses(**args, offset=_int_arg("offset", 0, 0, 10**9),
+                              limit=_int_arg("limit", 100, 1, MAX_LIMIT))
+    return jsonify(version=cleaner.version, total=page.total, items=page.items, ranked_by="loss")
+
+
+@bp.route("/duplicates")
+@admin_required
+def duplicates():
+    cleaner, threshold = _cleaner(), _threshold()
+    offset = _int_arg("offset", 0, 0, 10**9)
+    page = cleaner.duplicates(threshold, offset, PER_PAGE["pairs"]) if cleaner.scored else None
+    return _render("clean/duplicates.html", cleaner, page=page, threshold=threshold)
+
+
+@bp.route("/duplicates.json")
+@admin_required
+def duplicates_json():
+    cleaner = _scored_or_409(_cleaner())
+    page = cleaner.duplicates(_threshold(), _int_arg("offset", 0, 0, 10**9),
+                              _int_arg("limit", 100, 1, MAX_LIMIT))
+    return jsonify(version=cleaner.version, total=page.total, items=page.items,
+                   ranked_by="cosine similarity")
+
+
+@bp.route("/label-issues")
+@admin_required
+def label_issues():
+    cleaner = _cleaner()
+    offset = _int_arg("offset", 0, 0, 10**9)
+    page = cleaner.label_issues(offset, PER_PAGE["issues"]) if cleaner.scored else None
+    return _render("clean/label_issues.html", cleaner, page=page)
+
+
+@bp.route("/label-issues.json")
+@admin_required
+def label_issues_json():
+    cleaner = _scored_or_409(_cleaner())
+    page = cleaner.label_issues(_int_arg("offset", 0, 0, 10**9), _int_arg("limit", 100, 1, MAX_LIMIT))
+    return jsonify(version=cleaner.version, total=page.total, items=page.items,
+                   ranked_by="label quality (self-confidence), lowest first")
+
+
+def _next_url():
+    target = request.form.get("next") or ""
+    return target if target.startswith("/") and not target.startswith("//") else url_for(".index")
+
+
+def _answer(message, error=False):
+    """Answer a POST: JSON for the page's script, else flash and go back."""
+    if request.accept_mimetypes.best == "application/json":
+        return jsonify({"error": message} if error else {"message": message}), 400 if error else 200
+    flash(message, "error" if error else "message")
+    return redirect(_next_url()), 303
+
+
+@bp.route("/decide", methods=["POST"])
+@admin_required
+def decide():
+    f = request.form
+    try:
+        message = decisions.decide(get_dataset(), f.get("action"), f.getlist("image_id"),
+                                   label=f.get("label"), other_id=f.get("other_id"))
+    except StoreError as e:
+        return _answer(str(e), error=True)
+    return _answer(message)
+
+
+@bp.route("/undo-last", methods=["POST"])
+@admin_required
+def undo_last():
+    try:
+        message = decisions.undo_last(get_dataset())
+    except StoreError as e:
+        return _answer(str(e), error=True)
+    return _answer(message or "There is nothing to undo.", error=message is None)
+
+
+@bp.route("/history")
+@admin_required
+def history():
+    dataset = get_dataset()
+    offset = _int_arg("offset", 0, 0, 10**9)
+    return render_template("clean/history.html", events=dataset.history(PER_PAGE["history"], offset),
+                           kept=decisions.keep_history(dataset.conn), offset=offset,
+                           per_page=PER_PAGE["history"])
+
+
+@bp.route("/history/<int:event_id>/undo", methods=["POST"])
+@admin_required
+def undo_event(event_id):
+    try:
+        get_dataset().undo(event_id)
+    except StoreError as e:
+        return _answer(str(e), error=True)
+    return _answer(f"Undone: event #{event_id}.")
+
+
+@bp.route("/kept/<int:batch>/undo", methods=["POST"])
+@admin_required
+def undo_keep(batch):
+    try:
+        decisions.undo_keep(get_dataset().conn, batch)
+    except StoreError as e:
+        return _answer(str(e), error=True)
+    return _answer("Undone: the keep decision; those images can be suggested again.")
+
+
+@bp.route("/rescore", methods=["POST"])
+@admin_required
+def rescore():
+    version = registry.active_version(_data_dir())
+    if version is None:
+        return _answer("There is no active model yet: train one first.", error=True)
+    raw = request.form.get("cv_folds") or "0"
+    folds = int(raw) if raw.isdigit() else -1
+    if folds != 0 and not crossval.MIN_FOLDS <= folds <= crossval.MAX_FOLDS:
+        return _answer(f"Folds must be 0 (no cross-validation) or {crossval.MIN_FOLDS} to "
+                       f"{crossval.MAX_FOLDS}.", error=True)
+    try:
+        job_id = jobs.start(_data_dir(), "score", {"version": version, "cv_folds": folds})
+    except jobs.JobRefused as e:
+        return _answer(str(e), error=True)
+    return _answer(f"Rescoring with {version} started (job #{job_id}); this page follows it.")
