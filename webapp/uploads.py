@@ -126,7 +126,9 @@ def zip_entries(zf, default_label=None, max_entries=MAX_ZIP_ENTRIES, max_bytes=M
                             f"{max_bytes / 1e6:.0f} MB are taken at once")
     paths = {i.filename: _safe_parts(i.filename) for i in infos}
     kept = [p for p in paths.values() if p and not _hidden(p)]
-    wrapped = bool(kept) and all(len(p) >= 3 and p[0] == kept[0][0] for p in kept)
+    # One folder around everything, with class folders in it (a zip of the "bears" folder).
+    wrapped = (bool(kept) and all(len(p) >= 2 and p[0] == kept[0][0] for p in kept)
+               and any(len(p) >= 3 for p in kept))
     entries = []
     for info in infos:
         parts = paths[info.filename]

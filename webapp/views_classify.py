@@ -1,8 +1,9 @@
 """Public classification: the upload page, its result, and the JSON API."""
 from flask import Blueprint, current_app, render_template, request
 
-from . import fetch, images, metrics, serving
-from .resources import csrf, get_model
+from . import fetch, images, metrics, serving, uploads
+from .auth import is_admin
+from .resources import csrf, get_dataset, get_model
 
 bp = Blueprint("classify", __name__)
 MAX_SHOWN = 10
@@ -42,7 +43,17 @@ def classify_page():
         return render_template("classify/index.html", model=model, url=url,
                                error=f"That file cannot be classified: {e}."), 400
     return render_template("classify/result.html", model=model, ranked=ranked[:MAX_SHOWN],
-                           n_classes=len(ranked), thumbnail=serving.thumbnail_data_url(image))
+                           n_classes=len(ranked), thumbnail=serving.thumbnail_data_url(image),
+                           **(_to_dataset_form(data, url, ranked) if is_admin() else {}))
+
+
+def _to_dataset_form(data, url, ranked):
+    """What the result page needs to offer an admin to add the picture to the dataset."""
+    upload = request.files.get("file")
+    classes = get_dataset().class_names()
+    return {"stash": uploads.stash(current_app.config["DATA_DIR"], data),
+            "picture_name": url or (upload.filename if upload else None),
+            "choices": classes + sorted({label for label, _ in ranked} - set(classes))}
 
 
 @bp.route("/api/classify", methods=["POST"])

@@ -5,7 +5,7 @@ from flask import (Blueprint, abort, current_app, flash, redirect, render_templa
 from . import downloads, jobs, unlabeled, uploads
 from .auth import admin_required
 from .resources import get_dataset, get_model
-from .store import StoreError
+from .store import StoreError, check_class_name
 
 bp = Blueprint("labeling", __name__, url_prefix="/label")
 ACTOR = "admin"
@@ -22,8 +22,9 @@ def _back(endpoint="labeling.index", **values):
 
 
 def _label_field():
-    """Return the form's class, or None for unlabeled (the store checks the name)."""
-    return request.form.get("label", "").strip() or None
+    """Return the form's class, or None for unlabeled; a name that cannot be a class is refused."""
+    label = request.form.get("label", "").strip()
+    return check_class_name(label) if label else None
 
 
 def _sentence(text):

@@ -1,0 +1,174 @@
+"""Uploads: many pictures at once, and zips of class folders that cannot reach outside themselves."""
+import io
+import random
+import stat
+import time
+import zipfile
+
+import pytest
+
+from tests.pictures import jpeg, tinted
+from webapp import jobs, uploads
+from webapp.store import Dataset
+
+
+def picture(seed, label="red"):
+    return jpeg(tinted(label, random.Random(seed), 40))
+
+
+def upload(client, admin, files, label="", path="/label/upload"):
+    data = {"files": [(io.BytesIO(b), name) for name, b in files], "label": label,
+            "csrf_token": admin.csrf_token()}
+    return client.post(path, data=data, content_type="multipart/form-data")
+
+
+def test_an_admin_uploads_many_files_and_sees_each_outcome(app, admin, client):
+    client.post("/label/classes", data={"name": "red", "csrf_token": admin.csrf_token()})
+    first = upload(client, admin, [("a.jpg", picture(1))], label="red")
+    assert first.status_code == 200
+    r = upload(client, admin, [("b.jpg", picture(2)), ("c.png", picture(3)),
+                               ("again.jpg", picture(1)), ("notes.txt", b"shopping list"),
+                               ("empty.jpg", b"")], label="red")
+    page = r.get_data(as_text=True)
+    assert r.status_code == 200
+    assert "Stored 2, duplicates 1, rejected 2." in page
+    assert page.count('class="stored"') == 2 and page.count('class="rejected"') == 2
+    assert "same picture as image #1" in page and 'href="/media/1"' in page
+    assert "not an image Winnow accepts" in page and "the file is empty" in page
+    ds = Dataset(app.config["DATA_DIR"])
+    assert sum(ds.class_counts()["red"].values()) == 3
+    ds.close()
+    overview = client.get("/label/").get_data(as_text=True)
+    assert "stored: 2" in overview and "rejected: 2" in overview
+
+
+def test_the_browser_sends_batches_and_gets_json_outcomes(app, admin, client):
+    r = upload(client, admin, [("x.jpg", picture(5)), ("x-again.jpg", picture(5))],
+               path="/label/upload.json")
+    answer = r.get_json()
+    assert r.status_code == 200
+    assert [(i["key"], i["status"]) for i in answer["items"]] == [("x.jpg", "stored"),
+                                                                 ("x-again.jpg", "duplicate")]
+    assert answer["items"][0]["detail"] == "unlabeled"
+    assert answer["items"][1]["url"] == f"/media/{answer['items'][0]['image_id']}"
+    empty = upload(client, admin, [], path="/label/upload.json")
+    assert empty.status_code == 400 and "Choose at least one picture" in empty.get_json()["error"]
+    bad_class = upload(client, admin, [("y.jpg", picture(6))], label="../etc", path="/label/upload.json")
+    assert bad_class.status_code == 400 and "not a usable class name" in bad_class.get_json()["error"]
+    ds = Dataset(app.config["DATA_DIR"])
+    assert ds.unlabeled_count() == 1 and ds.class_names() == []
+    ds.close()
+
+
+# ---- zips of class folders --------------------------------------------------------------------
+
+def make_zip(entries, links=()):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in entries:
+            zf.writestr(name, data)
+        for name, target in links:
+            info = zipfile.ZipInfo(name)
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            zf.writestr(info, target)
+    return buf.getvalue()
+
+
+TRAVERSALS = ["../evil.jpg", "/etc/cron.d/evil.jpg", "bears/../../evil.jpg", "C:/evil.jpg",
+              "..\\evil.jpg"]
+
+
+def test_a_zip_entry_that_leads_out_of_the_archive_is_refused(tmp_path):
+    archive = make_zip([("bears/grizzly/1.jpg", picture(1)), ("bears/black/2.jpg", picture(2)),
+                        ("bears/3.jpg", picture(3))]
+                       + [(name, picture(9)) for name in TRAVERSALS]
+                       + [("__MACOSX/bears/._1.jpg", b"x"), ("bears/.DS_Store", b"x")],
+                       links=[("bears/black/link.jpg", "/etc/passwd")])
+    with zipfile.ZipFile(io.BytesIO(archive)) as zf:
+        entries = {e.name: e for e in uploads.zip_entries(zf, default_label="bears")}
+    assert entries["bears/grizzly/1.jpg"].label == "grizzly"
+    assert entries["bears/black/2.jpg"].label == "black"
+    assert entries["bears/3.jpg"].label == "bears"  # loose files go to the chosen class
+    for name in TRAVERSALS:
+        assert entries[name].refusal == "refused: the path leads out of the archive", name
+    assert entries["bears/black/link.jpg"].refusal == "refused: a link, not a picture"
+    assert "__MACOSX/bears/._1.jpg" not in entries and "bears/.DS_Store" not in entries
+
+
+def test_a_wrapping_folder_is_looked_through_and_bad_folder_names_refused():
+    archive = make_zip([("pets/cats/1.jpg", b"1"), ("pets/dogs/2.jpg", b"2"),
+                        ("pets/<script>/3.jpg", b"3")])
+    with zipfile.ZipFile(io.BytesIO(archive)) as zf:
+        entries = uploads.zip_entries(zf)
+    assert [(e.name, e.label) for e in entries[:2]] == [("pets/cats/1.jpg", "cats"),
+                                                       ("pets/dogs/2.jpg", "dogs")]
+    assert entries[2].refusal.startswith("the folder name is not a class name")
+    one_class = make_zip([("cats/1.jpg", b"1"), ("cats/2.jpg", b"2")])
+    with zipfile.ZipFile(io.BytesIO(one_class)) as zf:
+        assert {e.label for e in uploads.zip_entries(zf)} == {"cats"}
+
+
+def test_zips_over_the_caps_are_refused_whole():
+    many = make_zip([(f"a/{i}.jpg", b"x") for i in range(6)])
+    with zipfile.ZipFile(io.BytesIO(many)) as zf, pytest.raises(uploads.UploadRefused,
+                                                                 match="6 files; at most 5"):
+        uploads.zip_entries(zf, max_entries=5)
+    # A bomb: 3 MB of zeros squeezes into a few kilobytes.
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("a/bomb.jpg", b"\0" * 3_000_000)
+    assert len(buf.getvalue()) < 10_000
+    with zipfile.ZipFile(buf) as zf, pytest.raises(uploads.UploadRefused, match="unpacks to 3 MB"):
+        uploads.zip_entries(zf, max_bytes=1_000_000)
+
+
+def wait_for(data_dir, job_id, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = jobs.get(data_dir, job_id)
+        if job["status"] in jobs.FINISHED:
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} did not finish in {timeout} s")
+
+
+def test_an_admin_imports_a_zip_as_a_job_and_nothing_escapes(app, admin, client, tmp_path):
+    archive = make_zip([("grizzly/1.jpg", picture(1)), ("grizzly/2.jpg", picture(2)),
+                        ("black/3.jpg", picture(3, "blue")), ("black/4.jpg", picture(1)),
+                        ("black/readme.txt", b"not a picture"), ("loose.jpg", picture(4))]
+                       + [(name, picture(9)) for name in TRAVERSALS])
+    r = client.post("/label/upload-zip", data={
+        "archive": (io.BytesIO(archive), "bears.zip"), "label": "",
+        "csrf_token": admin.csrf_token()}, content_type="multipart/form-data")
+    assert r.status_code == 303
+    job_id = int(r.headers["Location"].rsplit("/", 1)[1])
+    data_dir = app.config["DATA_DIR"]
+    job = wait_for(data_dir, job_id)
+    assert job["status"] == "succeeded", jobs.read_log(data_dir, job_id)
+    items = {i["key"]: i for i in jobs.items(data_dir, job_id)}
+    assert items["black/4.jpg"]["status"] == "duplicate"
+    assert items["black/4.jpg"]["image_id"] == items["grizzly/1.jpg"]["image_id"]
+    assert items["black/readme.txt"]["status"] == "rejected"
+    for name in TRAVERSALS:
+        assert items[name]["status"] == "rejected" and "leads out" in items[name]["detail"]
+    assert job["message"] == "Stored 4, duplicates 1, rejected 6."
+    ds = Dataset(data_dir)
+    counts = {k: sum(v.values()) for k, v in ds.class_counts().items()}
+    assert counts == {"black": 1, "grizzly": 2} and ds.unlabeled_count() == 1
+    ds.close()
+    assert not list(tmp_path.rglob("evil.jpg"))
+    assert not list((tmp_path / "data" / uploads.STAGING).iterdir())  # the staged zip is gone
+    page = client.get(f"/label/imports/{job_id}").get_data(as_text=True)
+    assert "refused: the path leads out of the archive" in page and "black/readme.txt" in page
+
+
+def test_a_zip_over_the_caps_or_not_a_zip_is_refused_before_any_job(tmp_path, admin, client, app):
+    app.config["ZIP_MAX_ENTRIES"] = 3
+    too_many = make_zip([(f"a/{i}.jpg", picture(i)) for i in range(4)])
+    for data, words in ((too_many, "4 files; at most 3"), (b"PK not really", "not a zip archive")):
+        r = client.post("/label/upload-zip", data={"archive": (io.BytesIO(data), "x.zip"),
+                                                  "csrf_token": admin.csrf_token()},
+                        content_type="multipart/form-data")
+        assert r.status_code == 400 and words in r.get_data(as_text=True)
+    assert jobs.recent(app.config["DATA_DIR"]) == []
+    assert not list((tmp_path / "data" / uploads.STAGING).iterdir())
