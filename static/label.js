@@ -25,8 +25,8 @@
     const a = document.createElement("a");
     a.className = "image-link";
     a.href = href;
-    a.textContent = ` image #${imageId}`;
-    cell.appendChild(a);
+    a.textContent = `image #${imageId}`;
+    cell.append(" ", a);
   }
 
   function batches(files) {
