@@ -17,7 +17,8 @@
   }
 
   async function post(form, data) {
-    const res = await fetch(form.action, { method: "POST", body: data, headers: { Accept: "application/json" } });
+    // getAttribute: the forms have a button named "action", which shadows form.action.
+    const res = await fetch(form.getAttribute("action"), { method: "POST", body: data, headers: { Accept: "application/json" } });
     let body = {};
     try { body = await res.json(); } catch (e) { /* not JSON: say the status */ }
     if (!res.ok) throw new Error(body.error || `The server answered ${res.status}.`);

@@ -1,0 +1,100 @@
+"""In a real browser: an admin cleans by loss, switches class and back, and undoes a delete."""
+import csv
+
+import pytest
+
+from tests.cleaning_data import add_pictures, fake_scores
+from tests.conftest import ARTIFACTS, PASSWORD, make_app, serving
+from webapp.store import Dataset
+
+
+@pytest.fixture
+def live(tmp_path):
+    data_dir = tmp_path / "data"
+    ds = Dataset(data_dir)
+    labels = ["red", "blue"] * 6
+    ids = add_pictures(ds, labels, seed=21)
+    p_red = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97, 0.99]
+    fake_scores(data_dir, ids, ["blue", "red"], [[1 - p, p] for p in p_red])
+    ds.close()
+    with serving(make_app(data_dir, TESTING=False)) as url:
+        yield url, data_dir, ids
+
+
+def shown_ids(page):
+    return [int(x) for x in page.locator(".clean-card").evaluate_all(
+        "cards => cards.map(c => c.dataset.imageId)")]
+
+
+def test_relabel_delete_switch_class_and_back_then_undo_the_delete(browser, live):
+    url, data_dir, ids = live
+    page = browser.new_page()
+    page.goto(url + "/login?next=/clean/")
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    page.goto(url + "/clean/?label=red")
+    reds = shown_ids(page)
+    assert len(reds) == 6
+    relabelled, deleted = reds[0], reds[1]
+
+    card = page.locator(f'.clean-card[data-image-id="{relabelled}"]')
+    card.locator("select[name=label]").select_option("blue")
+    card.locator("button", has_text="Relabel").click()
+    page.wait_for_selector(f'.clean-card[data-image-id="{relabelled}"] .outcome:has-text("Relabelled as blue")')
+
+    page.keyboard.press("j")  # first card
+    page.keyboard.press("j")  # second card
+    page.keyboard.press("d")  # delete it
+    page.wait_for_selector(f'.clean-card[data-image-id="{deleted}"] .outcome:has-text("Deleted")')
+    assert "Deleted 1 image." in page.text_content(".clean-said")
+    page.screenshot(path=str(ARTIFACTS / "clean-decided.png"), full_page=True)
+
+    page.select_option("form.filters select[name=label]", "blue")
+    page.click("form.filters button")
+    page.wait_for_url("**label=blue**")
+    assert relabelled in shown_ids(page) and deleted not in shown_ids(page)
+    page.select_option("form.filters select[name=label]", "red")
+    page.click("form.filters button")
+    page.wait_for_url("**label=red**")
+    assert set(shown_ids(page)) == set(reds) - {relabelled, deleted}  # both decisions still there
+
+    page.click("#undo-last button")
+    page.wait_for_selector(".flash")
+    assert f"Undone: deleted image #{deleted}" in page.text_content(".flash")
+    assert deleted in shown_ids(page) and relabelled not in shown_ids(page)
+    page.screenshot(path=str(ARTIFACTS / "clean-undone.png"), full_page=True)
+
+    ds = Dataset(data_dir)
+    with open(data_dir / "cleaned.csv", newline="") as f:
+        manifest = {r["name"]: r["label"] for r in csv.DictReader(f)}
+    assert manifest[ds.image(relabelled)["path"]] == "blue"
+    assert manifest[ds.image(deleted)["path"]] == "red"
+    kinds = [(e["kind"], e["image_id"]) for e in ds.history(limit=3)]
+    assert kinds == [("restore", deleted), ("delete", deleted), ("relabel", relabelled)]
+    assert ds.history(limit=1)[0]["undoes"] == ds.history(limit=2)[1]["id"]
+    ds.close()
+
+
+def test_select_many_and_keep_them_at_once_then_see_pairs_and_history(browser, live):
+    url, data_dir, ids = live
+    page = browser.new_page()
+    page.goto(url + "/login?next=/clean/")
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    page.goto(url + "/clean/")
+    first_two = shown_ids(page)[:2]
+    page.keyboard.press("j")
+    page.keyboard.press(" ")
+    page.keyboard.press("j")
+    page.keyboard.press(" ")
+    assert page.text_content(".n-selected") == "2"
+    page.click("form.bulk button:has-text('Keep selected')")
+    page.wait_for_selector(".clean-said:has-text('Kept 2 images as labelled.')")
+    page.reload()
+    assert not set(first_two) & set(shown_ids(page))  # kept images are no longer suggested
+
+    page.click("nav.tabs >> text=History")
+    assert "as labelled" in page.text_content("main")
+    page.screenshot(path=str(ARTIFACTS / "clean-history.png"), full_page=True)
+    page.click("nav.tabs >> text=Near-duplicates")
+    assert "pairs at 0.95 or above" in page.text_content("main")
