@@ -11,7 +11,6 @@ has finished, process start included). The rounds alternate which goes first, so
 shared machine favours neither. Prints each time, the medians and the ratio (target: >= 6x).
 """
 import argparse
-import io
 import random
 import statistics
 import sys

@@ -8,16 +8,25 @@ from werkzeug import Request, Response
 
 from tests.conftest import serving
 from tests.pictures import jpeg, tinted
+from tests.test_jobs import wait_for
 from webapp import downloads, jobs
 from webapp.store import Dataset
 
 LOCAL_NETS = "127.0.0.1/32,::1/128"
 SETTINGS = {"VALID_PCT": 0.2, "SPLIT_SEED": 42, "MAX_PIXELS": 25_000_000,
-            "FETCH_ALLOW_NETS": LOCAL_NETS, "FETCH_MAX_BYTES": 60_000, "FETCH_DEADLINE": 1.0}
+            "FETCH_ALLOW_NETS": LOCAL_NETS, "FETCH_MAX_BYTES": 60_000, "FETCH_DEADLINE": 2.0}
 
 
 def picture(seed, size=48):
     return jpeg(tinted("red" if seed % 2 else "blue", random.Random(seed), size))
+
+
+def answering_after(seconds):
+    """A handler that answers /late.jpg?n=<n> with picture n after a pause."""
+    def late(request):
+        time.sleep(seconds)
+        return Response(picture(int(request.args["n"])), mimetype="image/jpeg")
+    return late
 
 
 def trickle():
@@ -47,10 +56,11 @@ def web_of_pictures(extra=None):
     return serving(app)
 
 
+# Two URLs serve the same picture: whichever arrives first is stored, the other is its duplicate.
+TWINS = ("/good0.jpg", "/copy-of-good0.jpg")
 EXPECTED = {  # path: (status, words in the detail)
-    "/good0.jpg": ("stored", "as 'bears'"), "/good1.jpg": ("stored", "as 'bears'"),
-    "/good2.jpg": ("stored", "as 'bears'"), "/good3.jpg": ("stored", "as 'bears'"),
-    "/copy-of-good0.jpg": ("duplicate", "same picture as image #"),
+    "/good1.jpg": ("stored", "as 'bears'"), "/good2.jpg": ("stored", "as 'bears'"),
+    "/good3.jpg": ("stored", "as 'bears'"),
     "/gone.jpg": ("failed", "HTTP error: the server answered HTTP 404"),
     "/page.jpg": ("failed", "not an image"),
     "/huge.jpg": ("failed", "too large"),
@@ -59,8 +69,7 @@ EXPECTED = {  # path: (status, words in the detail)
 
 
 def mixed_list(base):
-    # The copy comes after its original, so which of the two is the duplicate is known.
-    return [base + p for p in EXPECTED if p != "/copy-of-good0.jpg"] + [base + "/copy-of-good0.jpg"]
+    return [base + p for p in (*TWINS, *EXPECTED)]
 
 
 def run_download(data_dir, urls, label="bears", workers=8):
@@ -115,18 +124,22 @@ def test_a_mixed_list_is_reported_url_by_url_and_only_good_distinct_pictures_are
         job = run_download(data_dir, mixed_list(base))
         assert job["status"] == "succeeded", job
         seen = outcomes(data_dir, job["id"])
-        assert set(seen) == {base + p for p in EXPECTED}
+        assert set(seen) == {base + p for p in (*TWINS, *EXPECTED)}
         for path, (status, words) in EXPECTED.items():
             item = seen[base + path]
             assert item["status"] == status and words in item["detail"], (path, item)
-        assert seen[base + "/copy-of-good0.jpg"]["image_id"] == seen[base + "/good0.jpg"]["image_id"]
+        stored, copy = sorted((seen[base + p] for p in TWINS), key=lambda i: i["status"] != "stored")
+        assert (stored["status"], copy["status"]) == ("stored", "duplicate")
+        assert copy["image_id"] == stored["image_id"]
+        assert copy["detail"] == f"same picture as image #{stored['image_id']}"
         assert job["message"] == "Stored 4, duplicates 1, failed 4."
         assert (job["done"], job["total"]) == (9, 9)
 
         ds = Dataset(data_dir)
         assert ds.class_counts()["bears"]["train"] + ds.class_counts()["bears"]["valid"] == 4
         rows = ds.conn.execute("SELECT original_name, source FROM images").fetchall()
-        assert sorted(r["original_name"] for r in rows) == sorted(base + f"/good{i}.jpg" for i in range(4))
+        assert sorted(r["original_name"] for r in rows) == sorted(
+            [stored["key"]] + [base + f"/good{i}.jpg" for i in range(1, 4)])
         assert {r["source"] for r in rows} == {"url"}
         csv_lines = (data_dir / "cleaned.csv").read_text().splitlines()
         assert len(csv_lines) == 5 and all(",bears," in line for line in csv_lines[1:])
@@ -142,11 +155,7 @@ def test_a_mixed_list_is_reported_url_by_url_and_only_good_distinct_pictures_are
 
 
 def test_downloads_run_in_parallel(tmp_path):
-    def late(request):
-        time.sleep(0.3)
-        return Response(picture(int(request.args["n"])), mimetype="image/jpeg")
-
-    with web_of_pictures({"/late.jpg": late}) as base:
+    with web_of_pictures({"/late.jpg": answering_after(0.3)}) as base:
         urls = [f"{base}/late.jpg?n={n}" for n in range(16)]
         started = time.monotonic()
         job = run_download(tmp_path / "data", urls, workers=8)
@@ -169,11 +178,7 @@ def test_a_long_download_keeps_its_heartbeat(tmp_path, monkeypatch):
     monkeypatch.setattr(jobs, "STALE_SECONDS", 0.6)
     seen = []
 
-    def slowly(request):
-        time.sleep(0.3)
-        return Response(picture(int(request.args["n"])), mimetype="image/jpeg")
-
-    with web_of_pictures({"/late.jpg": slowly}) as base:
+    with web_of_pictures({"/late.jpg": answering_after(0.3)}) as base:
         urls = [f"{base}/late.jpg?n={n}" for n in range(6)]
         job = jobs.run_here(tmp_path, "download", downloads.job_params(SETTINGS, urls, workers=1),
                             on_update=lambda s: seen.append(jobs.get(tmp_path, s["id"])["status"]))
@@ -183,22 +188,12 @@ def test_a_long_download_keeps_its_heartbeat(tmp_path, monkeypatch):
 
 # ---- from the admin pages and the terminal --------------------------------------------------
 
-def wait_for(data_dir, job_id, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = jobs.get(data_dir, job_id)
-        if job["status"] in jobs.FINISHED:
-            return job
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} did not finish in {timeout} s")
-
-
 @pytest.fixture
 def url_app(tmp_path):
     from tests.conftest import make_app
 
     return make_app(tmp_path / "data", FETCH_ALLOW_NETS=LOCAL_NETS, FETCH_MAX_BYTES=60_000,
-                    FETCH_DEADLINE=1.0)
+                    FETCH_DEADLINE=2.0)
 
 
 def test_an_admin_pastes_a_list_and_watches_each_url_arrive(url_app, tmp_path):
@@ -222,7 +217,7 @@ def test_an_admin_pastes_a_list_and_watches_each_url_arrive(url_app, tmp_path):
     assert job["params"]["workers"] == 4
     page = client.get(f"/label/imports/{job_id}").get_data(as_text=True)
     assert "<progress" in page and "1 lines are not web addresses" in page
-    for path, (status, words) in EXPECTED.items():
+    for path in (*TWINS, *EXPECTED):
         assert base + path in page
     assert page.count('class="stored"') == 4 and page.count('class="failed"') == 4
     assert 'href="/media/' in page  # stored and duplicate pictures are linked
@@ -239,7 +234,7 @@ def test_a_list_without_urls_is_refused_with_the_reason(admin, client):
 
 
 def test_the_terminal_downloads_a_list_with_a_summary(runner, app, tmp_path):
-    app.config.update(FETCH_ALLOW_NETS=LOCAL_NETS, FETCH_MAX_BYTES=60_000, FETCH_DEADLINE=1.0)
+    app.config.update(FETCH_ALLOW_NETS=LOCAL_NETS, FETCH_MAX_BYTES=60_000, FETCH_DEADLINE=2.0)
     with web_of_pictures() as base:
         listing = tmp_path / "grizzly.csv"
         listing.write_text("\n".join(mixed_list(base)))
@@ -255,11 +250,7 @@ def test_the_terminal_downloads_a_list_with_a_summary(runner, app, tmp_path):
 
 
 def test_a_cancelled_download_keeps_what_it_stored(tmp_path):
-    def late(request):
-        time.sleep(0.2)
-        return Response(picture(int(request.args["n"])), mimetype="image/jpeg")
-
-    with web_of_pictures({"/late.jpg": late}) as base:
+    with web_of_pictures({"/late.jpg": answering_after(0.2)}) as base:
         urls = [f"{base}/late.jpg?n={n}" for n in range(60)]
         job_id = jobs.start(tmp_path, "download", downloads.job_params(SETTINGS, urls, workers=2))
         deadline = time.monotonic() + 20

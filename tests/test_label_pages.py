@@ -2,12 +2,12 @@
 import io
 import random
 import re
-import time
 
 import pytest
 
 from tests.conftest import AdminSession, make_app
 from tests.pictures import jpeg, tinted
+from tests.test_jobs import wait_for
 from webapp import jobs, unlabeled
 from webapp.classifier import Prediction
 from webapp.store import Dataset
@@ -189,11 +189,7 @@ def test_the_suggest_job_looks_at_every_unlabeled_image_with_the_active_model(tr
     current, page = shown(client, "least")
     assert f"Model <code>{version}</code> suggests" in page and "has looked at 1 of the 3" in page
     assert post(client, admin, "/label/queue/suggest", order="least").status_code == 303
-    job = jobs.recent(data_dir, "suggest")[0]
-    deadline = time.monotonic() + 60
-    while job["status"] not in jobs.FINISHED and time.monotonic() < deadline:
-        time.sleep(0.2)
-        job = jobs.get(data_dir, job["id"])
+    job = wait_for(data_dir, jobs.recent(data_dir, "suggest")[0]["id"], timeout=60)
     assert job["status"] == "succeeded", jobs.read_log(data_dir, job["id"])
     assert unlabeled.counts(ds.conn, version) == (3, 3)
     suggested = {w.id: w.suggested for w in unlabeled.queue(ds.conn, version, limit=10)}

@@ -2,12 +2,12 @@
 import io
 import random
 import stat
-import time
 import zipfile
 
 import pytest
 
 from tests.pictures import jpeg, tinted
+from tests.test_jobs import wait_for
 from webapp import jobs, uploads
 from webapp.store import Dataset
 
@@ -120,16 +120,6 @@ def test_zips_over_the_caps_are_refused_whole():
     assert len(buf.getvalue()) < 10_000
     with zipfile.ZipFile(buf) as zf, pytest.raises(uploads.UploadRefused, match="unpacks to 3 MB"):
         uploads.zip_entries(zf, max_bytes=1_000_000)
-
-
-def wait_for(data_dir, job_id, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = jobs.get(data_dir, job_id)
-        if job["status"] in jobs.FINISHED:
-            return job
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} did not finish in {timeout} s")
 
 
 def test_an_admin_imports_a_zip_as_a_job_and_nothing_escapes(app, admin, client, tmp_path):

@@ -96,7 +96,8 @@ def run_job(job):
     if learner is None:
         raise RuntimeError("no model is active: train one or activate a version first")
     classifier = onnx_model.classifier_for(job.data_dir, version, learner)
-    dataset = Dataset(job.data_dir, max_pixels=job.params.get("max_pixels", images.DEFAULT_MAX_PIXELS))
+    dataset = Dataset(job.data_dir,
+                      max_pixels=job.params.get("max_pixels", images.DEFAULT_MAX_PIXELS))
     try:
         ids = unscored(dataset.conn, version)
         job.progress(0, len(ids), phase="suggesting",

@@ -119,7 +119,8 @@ def zip_entries(zf, default_label=None, max_entries=MAX_ZIP_ENTRIES, max_bytes=M
     """
     infos = [i for i in zf.infolist() if not i.is_dir()]
     if len(infos) > max_entries:
-        raise UploadRefused(f"the zip has {len(infos)} files; at most {max_entries} are taken at once")
+        raise UploadRefused(f"the zip has {len(infos)} files; at most {max_entries} are taken "
+                            "at once")
     declared = sum(i.file_size for i in infos)
     if declared > max_bytes:
         raise UploadRefused(f"the zip unpacks to {declared / 1e6:.0f} MB; at most "
@@ -173,7 +174,8 @@ def import_entries(dataset, entries, read, source, on_result=None, actor="admin"
         else:
             try:
                 data = read(entry)
-            except (zipfile.BadZipFile, zlib.error, RuntimeError, NotImplementedError, EOFError) as e:
+            except (zipfile.BadZipFile, zlib.error, RuntimeError, NotImplementedError,
+                    EOFError) as e:  # damaged, encrypted or an unknown compression
                 added = Added("rejected", entry.name, reason=f"the zip entry cannot be read ({e})")
             else:
                 added = dataset.add_image(data, label=entry.label, source=source, name=entry.name,
@@ -210,18 +212,20 @@ def run_job(job):
         job.item(added.name, added.status, added_detail(added, label), added.image_id)
         job.progress(done, detail=dict(counts))
 
+    def run(entries, read, source):
+        where = " from the zip" if source == "zip" else ""
+        job.progress(0, len(entries), phase="importing",
+                     message=f"Importing {len(entries)} files{where}")
+        import_entries(dataset, entries, read, source, report, p["actor"])
+
     dataset = job_dataset(job)
     try:
         if (folder / ZIP_NAME).exists():
             with _open_zip(folder / ZIP_NAME) as zf:
-                entries = zip_entries(zf, p.get("label"), p["max_entries"], p["max_bytes"])
-                job.progress(0, len(entries), phase="importing", message=f"Importing {len(entries)} files from the zip")
-                import_entries(dataset, entries, _zip_reader(zf, p["max_bytes"]), "zip", report, p["actor"])
+                run(zip_entries(zf, p.get("label"), p["max_entries"], p["max_bytes"]),
+                    _zip_reader(zf, p["max_bytes"]), "zip")
         else:
-            entries = _staged_entries(folder, p.get("label"))
-            job.progress(0, len(entries), phase="importing", message=f"Importing {len(entries)} files")
-            import_entries(dataset, entries, lambda e: e.source.read_bytes(), "upload", report,
-                           p["actor"])
+            run(_staged_entries(folder, p.get("label")), lambda e: e.source.read_bytes(), "upload")
     finally:
         dataset.write_cleaned_csv()
         dataset.close()

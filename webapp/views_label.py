@@ -264,29 +264,30 @@ def _to_queue():
     return _back("labeling.queue", order=request.form.get("order", "added"))
 
 
+def _change_in_queue(image_id, done, **change):
+    """Make one change to a queued image, remember it for undo-last, and go on to the next."""
+    if _still_queued(image_id):
+        get_dataset().change(image_id=image_id, actor=ACTOR, **change)
+        _done_in_queue(image_id)
+        flash(done)
+    return _to_queue()
+
+
 @bp.route("/queue/<int:image_id>/label", methods=["POST"])
 @admin_required
 def label_image(image_id):
     label = _label_field()
     if label is None:
         abort(400, description="Choose a class for the image.")
-    if not _still_queued(image_id):
-        return _to_queue()
-    get_dataset().change("relabel", image_id=image_id, label=label, actor=ACTOR)
-    _done_in_queue(image_id)
-    flash(f"Image #{image_id} is {label!r}.")
-    return _to_queue()
+    return _change_in_queue(image_id, f"Image #{image_id} is {label!r}.", kind="relabel",
+                            label=label)
 
 
 @bp.route("/queue/<int:image_id>/delete", methods=["POST"])
 @admin_required
 def delete_image(image_id):
-    if not _still_queued(image_id):
-        return _to_queue()
-    get_dataset().change("delete", image_id=image_id, actor=ACTOR)
-    _done_in_queue(image_id)
-    flash(f"Deleted image #{image_id} (undo brings it back).")
-    return _to_queue()
+    return _change_in_queue(image_id, f"Deleted image #{image_id} (undo brings it back).",
+                            kind="delete")
 
 
 @bp.route("/queue/<int:image_id>/skip", methods=["POST"])
