@@ -4,7 +4,7 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from . import demo, downloads, folders, jobs, registry, training
+from . import demo, downloads, folders, jobs, registry, training, training_job
 from .store import Dataset, StoreError, check_class_name
 
 
@@ -68,16 +68,24 @@ def export_folder_command(dest):
     click.echo(f"exported {n} images in {n_classes} class folders to {dest}")
 
 
-def _train(opts, show_bar=True):
+def _train(params):
+    """Run the train job here, the same job the admin page starts, with progress bars."""
+    data_dir = current_app.config["DATA_DIR"]
     try:
-        version, metrics = training.train(current_app.config["DATA_DIR"], opts,
-                                          show_bar=show_bar, log=click.echo)
+        training.preflight(data_dir, training_job.options_from(params))
     except training.TrainingRefused as e:
         raise click.ClickException(str(e))
-    err = metrics["error_rate"]
-    click.echo(f"model {version}: error rate {err:.3f} on the validation set"
-               + ("; now active" if opts.activate else "; not activated (--no-activate)"))
-    return version
+    bars = training_job.TerminalProgress()
+    try:
+        job = jobs.run_here(data_dir, "train", params, on_update=bars.update)
+    except jobs.JobRefused as e:
+        raise click.ClickException(str(e))
+    finally:
+        bars.close()
+    if job["status"] != "succeeded":
+        raise click.ClickException(f"training {job['status']} (job #{job['id']}): {job['message']}")
+    click.echo(job["message"])
+    return job["result"]["version"]
 
 
 @click.command("train")
@@ -89,15 +97,17 @@ def _train(opts, show_bar=True):
 @click.option("--bs", default=64, show_default=True, help="batch size")
 @click.option("--pretrained/--no-pretrained", default=None,
               help="use ImageNet weights (default: when torchvision can load them)")
+@click.option("--lr-find-iters", default=100, show_default=True, help="lr_find's iterations")
 @click.option("--no-activate", is_flag=True, help="register the new version without serving it")
 @with_appcontext
-def train_command(arch, size, epochs, fine_tune_epochs, lr, bs, pretrained, no_activate):
+def train_command(arch, size, epochs, fine_tune_epochs, lr, bs, pretrained, lr_find_iters,
+                  no_activate):
     """Train from cleaned.csv with the lesson's recipe and register a new model version."""
     cfg = current_app.config
-    _train(training.TrainOptions(
-        arch=arch, size=size, epochs=epochs, fine_tune_epochs=fine_tune_epochs, lr=lr, bs=bs,
-        valid_pct=cfg["VALID_PCT"], seed=cfg["SPLIT_SEED"], pretrained=pretrained,
-        activate=not no_activate))
+    _train({"arch": arch, "size": size, "epochs": epochs, "fine_tune_epochs": fine_tune_epochs,
+            "lr": lr, "bs": bs, "pretrained": pretrained, "lr_find_iters": lr_find_iters,
+            "activate": not no_activate,
+            "valid_pct": cfg["VALID_PCT"], "seed": cfg["SPLIT_SEED"]})
 
 
 @click.command("demo")
@@ -119,8 +129,8 @@ def demo_command(per_class, if_no_model):
     click.echo(f"demo dataset: {sum(r.status == 'stored' for r in results)} new pictures of "
                f"{', '.join(demo.SCENES)}")
     # From scratch, small and quick; lr_find's suggestion is too timid for random weights.
-    _train(training.TrainOptions(arch="resnet18", size=64, epochs=4, fine_tune_epochs=2, bs=8,
-                                 lr=3e-3, pretrained=False, lr_find_iters=50))
+    _train({"arch": "resnet18", "size": 64, "epochs": 4, "fine_tune_epochs": 2, "bs": 8,
+            "lr": 3e-3, "pretrained": False, "lr_find_iters": 50})
 
 
 @click.command("download")

@@ -21,6 +21,8 @@ def from_environment():
         "SPLIT_SEED": _int("WINNOW_SPLIT_SEED", 42),
         "MAX_PIXELS": _int("WINNOW_MAX_PIXELS", 25_000_000),
         "MAX_CONTENT_LENGTH": _int("WINNOW_MAX_UPLOAD_BYTES", 20 * 1024 * 1024),
+        # An imported export.pkl (resnet50's is about 100 MB) gets its own, larger cap.
+        "MAX_MODEL_UPLOAD_BYTES": _int("WINNOW_MAX_MODEL_UPLOAD_BYTES", 500 * 1024 * 1024),
         "LOGIN_RATE_LIMIT": os.environ.get("WINNOW_LOGIN_RATE_LIMIT", "10 per minute"),
         # Private networks that server-side fetching may reach (intranets, tests): "a/b,c/d".
         "FETCH_ALLOW_NETS": os.environ.get("WINNOW_FETCH_ALLOW_NETS", ""),

@@ -1,6 +1,7 @@
 """Model versions: models/<version>/export.pkl, its recorded sha256, and models/ACTIVE."""
 import json
 import os
+import shutil
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -11,6 +12,7 @@ from .store import now
 
 EXPORT = "export.pkl"
 METRICS = "metrics.json"
+ACTIVATIONS = "activations.jsonl"
 
 
 class ModelError(RuntimeError):
@@ -76,14 +78,84 @@ def active_version(data_dir):
         return None
 
 
-def activate(data_dir, version):
-    """Make `version` the active one by replacing models/ACTIVE atomically."""
+def activate(data_dir, version, actor="admin", kind="activate"):
+    """Make `version` the active one by replacing models/ACTIVE atomically, and log it."""
     version_record(data_dir, version)  # refuses unknown versions
     root = models_dir(data_dir)
     fd, tmp = tempfile.mkstemp(dir=root, prefix=".ACTIVE-")
     with os.fdopen(fd, "w") as f:
         f.write(version + "\n")
     os.replace(tmp, root / "ACTIVE")
+    # One short line per activation, appended (O_APPEND): what roll back walks back through.
+    line = json.dumps({"at": now(), "version": version, "actor": actor, "kind": kind})
+    with open(root / ACTIVATIONS, "a", encoding="utf-8") as f:
+        f.write(line + "\n")
+
+
+def activations(data_dir):
+    """Return the activation log, oldest first: [{at, version, actor, kind}, ...]."""
+    try:
+        lines = (models_dir(data_dir) / ACTIVATIONS).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return []
+    out = []
+    for line in lines:
+        try:
+            out.append(json.loads(line))
+        except ValueError:  # a torn last line after a crash: skip it
+            continue
+    return out
+
+
+def _served_stack(data_dir):
+    """Return the versions as served one after another, each roll back undoing one step."""
+    stack = []
+    for entry in activations(data_dir):
+        if entry.get("kind") == "rollback" and len(stack) >= 2 and stack[-2] == entry["version"]:
+            stack.pop()
+        elif not stack or stack[-1] != entry["version"]:
+            stack.append(entry["version"])
+    active = active_version(data_dir)
+    if active and (not stack or stack[-1] != active):  # ACTIVE written by an older Winnow
+        stack.append(active)
+    return stack
+
+
+def previous_version(data_dir):
+    """Return the version a roll back would serve (the one served before the active), or None.
+
+    Without a log of activations, it is the newest version made before the active one.
+    """
+    active = active_version(data_dir)
+    if active is None:
+        return None
+    known = {v["version"] for v in versions(data_dir)}
+    for version in reversed(_served_stack(data_dir)[:-1]):
+        if version != active and version in known:
+            return version
+    older = [v["version"] for v in versions(data_dir)]
+    if active in older:
+        rest = older[older.index(active) + 1:]
+        return rest[0] if rest else None
+    return None
+
+
+def roll_back(data_dir, actor="admin"):
+    """Serve the previous version again; return it, or raise ModelError if there is none."""
+    version = previous_version(data_dir)
+    if version is None:
+        raise ModelError("there is no earlier model version to roll back to")
+    activate(data_dir, version, actor=actor, kind="rollback")
+    return version
+
+
+def forget_version(data_dir, version):
+    """Remove a version that never served (a cancelled or failed run): its record and folder."""
+    if version == active_version(data_dir):
+        raise ModelError(f"model {version} is active; activate another one first")
+    with db.session(data_dir) as conn:
+        conn.execute("DELETE FROM models WHERE version = ?", (version,))
+    shutil.rmtree(models_dir(data_dir) / version, ignore_errors=True)
 
 
 def verified_export_path(data_dir, version):

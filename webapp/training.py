@@ -3,6 +3,7 @@ import csv
 import math
 import os
 import platform
+import shutil
 import socket
 import tempfile
 import time
@@ -15,6 +16,7 @@ from .manifest import CLEANED_CSV, file_sha256
 
 ARCHS = ("resnet18", "resnet34", "resnet50")
 FALLBACK_LR = 1e-3
+MAX_EPOCHS = 100
 
 
 class TrainingRefused(ValueError):
@@ -46,19 +48,31 @@ class TrainOptions:
             raise TrainingRefused("the image size must be between 16 and 1024 pixels")
         if self.epochs < 0 or self.fine_tune_epochs < 0 or self.epochs + self.fine_tune_epochs == 0:
             raise TrainingRefused("train for at least one epoch")
-        if self.bs < 2:
-            raise TrainingRefused("the batch size must be at least 2")
+        if max(self.epochs, self.fine_tune_epochs) > MAX_EPOCHS:
+            raise TrainingRefused(f"train for at most {MAX_EPOCHS} epochs per stage")
+        if not 2 <= self.bs <= 1024:
+            raise TrainingRefused("the batch size must be between 2 and 1024")
         if self.lr is not None and not 0 < self.lr < 10:
             raise TrainingRefused("the learning rate must be between 0 and 10")
 
 
-def read_manifest(data_dir):
-    """Return cleaned.csv's rows as dicts, or refuse if it is missing."""
+def manifest_path(data_dir):
+    """Return cleaned.csv's path, or refuse if it is missing."""
     path = Path(data_dir) / CLEANED_CSV
     if not path.is_file():
         raise TrainingRefused(f"{CLEANED_CSV} does not exist yet: add and label some images first")
+    return path
+
+
+def read_manifest_file(path):
+    """Return a cleaned.csv file's rows as dicts."""
     with open(path, newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))
+
+
+def read_manifest(data_dir):
+    """Return cleaned.csv's rows as dicts, or refuse if it is missing."""
+    return read_manifest_file(manifest_path(data_dir))
 
 
 def dataset_counts(rows):
@@ -85,6 +99,14 @@ def check_dataset(counts):
     no_train = [c for c, n in counts.items() if n["train"] == 0]
     if no_train:
         raise TrainingRefused(f"these classes have no training images: {', '.join(no_train)}")
+
+
+def preflight(data_dir, opts):
+    """Refuse, before any job starts, options or a cleaned.csv the recipe cannot train on."""
+    opts.check()
+    counts = dataset_counts(read_manifest(data_dir))
+    check_dataset(counts)
+    return counts
 
 
 def weights_cached(arch):
@@ -115,24 +137,42 @@ def pretrained_weights_available(arch, allow_download=True, timeout=15):
         socket.setdefaulttimeout(old)
 
 
-def _report_callback(on_progress):
-    """Return a fastai callback that records epochs and reports batch progress."""
-    from fastai.callback.core import Callback
+class TrainingCancelled(Exception):
+    """An admin stopped the run; nothing was registered."""
+
+
+def _report_callback(on_progress, should_stop, lr_find_iters):
+    """Return a fastai callback that records epochs and the loss curve, reports batch progress,
+    and stops the fit (CancelFitException: fastai's clean way out) when `should_stop()` says so."""
+    from fastai.callback.core import Callback, CancelFitException
 
     class Report(Callback):
         order = 70  # after Recorder, so its log for the epoch is complete
 
         def __init__(self):
             self.phase, self.history, self.started = "", [], None
+            self.curve = {"iter": [], "loss": []}  # smoothed train loss per batch, both stages
+            self.stopped = False
 
         def before_epoch(self):
             self.started = time.monotonic()
 
         def after_batch(self):
-            if on_progress and self.training:
-                on_progress(phase=self.phase, epoch=self.epoch, n_epochs=self.n_epoch,
-                            batch=self.iter + 1, n_batches=self.n_iter,
-                            loss=float(self.smooth_loss))
+            if not self.training:
+                return
+            loss = float(self.smooth_loss)
+            if self.phase == "lr_find":
+                where = dict(epoch=0, n_epochs=1, batch=self.train_iter, n_batches=lr_find_iters)
+            else:
+                self.curve["iter"].append(len(self.curve["iter"]) + 1)
+                self.curve["loss"].append(loss)
+                where = dict(epoch=self.epoch, n_epochs=self.n_epoch, batch=self.iter + 1,
+                             n_batches=self.n_iter)
+            if on_progress:
+                on_progress(phase=self.phase, loss=loss, last_epoch=self.last_epoch, **where)
+            if should_stop and should_stop():
+                self.stopped = True
+                raise CancelFitException()
 
         def after_epoch(self):
             if self.phase not in ("frozen", "unfrozen"):
@@ -141,7 +181,12 @@ def _report_callback(on_progress):
             values = dict(zip(names, self.recorder.log[1:len(names) + 1]))
             self.history.append({"phase": self.phase, "epoch": len(self.history),
                                  **{k: _num(v) for k, v in values.items()},
-                                 "seconds": round(time.monotonic() - self.started, 2)})
+                                 "seconds": round(time.monotonic() - self.started, 2),
+                                 "iter": len(self.curve["iter"])})
+
+        @property
+        def last_epoch(self):
+            return self.history[-1] if self.history else None
 
     return Report()
 
@@ -157,13 +202,19 @@ def _finite_or(x, default):
     return float(x) if x is not None and math.isfinite(float(x)) else default
 
 
+def _thin(xs, most=500):
+    step = max(1, math.ceil(len(xs) / most))
+    return xs[::step]
+
+
 def _lr_find(learn, report, iters, on_progress):
     """Run lr_find and return (suggestion, curve) without disturbing the weights."""
     from fastai.callback.schedule import minimum, steep, valley
 
     report.phase = "lr_find"
     if on_progress:
-        on_progress(phase="lr_find", epoch=0, n_epochs=1, batch=0, n_batches=iters, loss=None)
+        on_progress(phase="lr_find", epoch=0, n_epochs=1, batch=0, n_batches=iters, loss=None,
+                    last_epoch=report.last_epoch)
     try:
         found = learn.lr_find(num_it=iters, show_plot=False,
                               suggest_funcs=(minimum, steep, valley))._asdict()
@@ -177,15 +228,16 @@ def _lr_find(learn, report, iters, on_progress):
     return _finite_or(suggestions.get("valley"), FALLBACK_LR), curve
 
 
-def build_learner(data_dir, opts, pretrained):
-    """Create the DataLoaders from cleaned.csv and a vision learner on them."""
+def build_learner(data_dir, opts, pretrained, manifest=None):
+    """Create the DataLoaders from cleaned.csv (or a copy of it) and a vision learner on them."""
     import torchvision.models as tvm
     from fastai.vision.all import (ImageDataLoaders, Resize, aug_transforms, error_rate,
                                    vision_learner)
 
-    n_train = sum(1 for r in read_manifest(data_dir) if r["is_valid"] != "True")
-    dls = ImageDataLoaders.from_csv(
-        data_dir, CLEANED_CSV, valid_col="is_valid", item_tfms=Resize(opts.size),
+    manifest = Path(manifest or Path(data_dir) / CLEANED_CSV)
+    n_train = sum(1 for r in read_manifest_file(manifest) if r["is_valid"] != "True")
+    dls = ImageDataLoaders.from_csv(  # names in the csv are relative to the data dir
+        data_dir, manifest, valid_col="is_valid", delimiter=",", item_tfms=Resize(opts.size),
         batch_tfms=aug_transforms(), bs=min(opts.bs, n_train), seed=opts.seed,
         num_workers=opts.num_workers, device="cpu",
     )
@@ -193,16 +245,123 @@ def build_learner(data_dir, opts, pretrained):
     return learn
 
 
-def train(data_dir, opts=None, on_progress=None, show_bar=False, log=print):
-    """Train with the lesson's recipe on cleaned.csv; register (and activate) the new version."""
+def confusion(learn):
+    """Return the validation set's confusion matrix and its most-confused pairs, as
+    ClassificationInterpretation gives them, without keeping every input in memory."""
+    preds, targs = learn.get_preds(dl=learn.dls.valid)
+    vocab = [str(v) for v in learn.dls.vocab]
+    matrix = [[0] * len(vocab) for _ in vocab]
+    for actual, predicted in zip(targs.tolist(), preds.argmax(dim=1).tolist()):
+        matrix[actual][predicted] += 1
+    pairs = [[vocab[a], vocab[p], matrix[a][p]] for a in range(len(vocab))
+             for p in range(len(vocab)) if a != p and matrix[a][p]]
+    pairs.sort(key=lambda pair: -pair[2])
+    return {"classes": vocab, "matrix": matrix}, pairs
+
+
+def _stop_if_asked(report, should_stop=None):
+    if report.stopped or (should_stop and should_stop()):
+        raise TrainingCancelled("training was cancelled; no model version was made")
+
+
+def _fit_recipe(learn, opts, report, on_progress, should_stop):
+    """Run the lesson's recipe on a learner; return (lr, (lo, hi), lr_find curves)."""
+    curves = {}
+    lr = opts.lr
+    if lr is None:
+        lr, curves["frozen"] = _lr_find(learn, report, opts.lr_find_iters, on_progress)
+        _stop_if_asked(report, should_stop)
+    report.phase = "frozen"
+    if opts.epochs:
+        learn.fit_one_cycle(opts.epochs, lr)
+        _stop_if_asked(report, should_stop)
+    learn.unfreeze()
+    hi = lr / 5
+    lo, curves["unfrozen"] = _lr_find(learn, report, opts.lr_find_iters, on_progress)
+    _stop_if_asked(report, should_stop)
+    lo = min(lo, hi / 10)
+    report.phase = "unfrozen"
+    if opts.fine_tune_epochs:
+        learn.fit_one_cycle(opts.fine_tune_epochs, slice(lo, hi))
+        _stop_if_asked(report, should_stop)
+    return lr, (lo, hi), curves
+
+
+def _export(learn, data_dir, manifest, opts, rows, log):
+    """Write export.pkl, model.onnx (when it matches torch) and the cleaned.csv trained on
+    into a new version folder; return (folder, onnx check)."""
+    version_dir = registry.new_version_dir(data_dir)
+    try:
+        learn.path = version_dir
+        learn.export(version_dir / registry.EXPORT)
+        shutil.copyfile(manifest, version_dir / CLEANED_CSV)
+        onnx = _export_onnx_checked(learn, version_dir, opts.size, data_dir, rows)
+    except BaseException:
+        shutil.rmtree(version_dir, ignore_errors=True)
+        raise
+    log("ONNX Runtime will serve this model." if onnx["serves"] else onnx["reason"])
+    return version_dir, onnx
+
+
+def train(data_dir, opts=None, on_progress=None, show_bar=False, log=print, should_stop=None):
+    """Train with the lesson's recipe on cleaned.csv; register (and activate) the new version.
+
+    `on_progress(phase=, epoch=, n_epochs=, batch=, n_batches=, loss=, last_epoch=)` is called
+    per batch; when `should_stop()` turns true the fit stops and TrainingCancelled is raised
+    before anything is registered.
+    """
     opts = opts or TrainOptions()
     opts.check()
     data_dir = Path(data_dir)
-    rows = read_manifest(data_dir)
-    counts = dataset_counts(rows)
-    check_dataset(counts)
-    csv_sha = file_sha256(data_dir / CLEANED_CSV)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="winnow-train-") as work:
+        # Train on a copy: labels may change while it runs, and the version keeps what it saw.
+        manifest = Path(work) / CLEANED_CSV
+        shutil.copyfile(manifest_path(data_dir), manifest)
+        rows = read_manifest_file(manifest)
+        counts = dataset_counts(rows)
+        check_dataset(counts)
+        pretrained = _use_pretrained(opts, log, rows, counts)
 
+        from fastai.torch_core import set_seed
+
+        set_seed(opts.seed, reproducible=True)
+        learn = build_learner(data_dir, opts, pretrained, manifest)
+        learn.path = Path(work)  # lr_find's temporary weights go here, not into models/
+        report = _report_callback(on_progress, should_stop, opts.lr_find_iters)
+        learn.add_cb(report)
+        if not show_bar:
+            learn.remove_cbs([cb for cb in learn.cbs if type(cb).__name__ == "ProgressCallback"])
+        if pretrained:
+            learn.freeze()  # random weights have nothing to protect: from scratch, train it all
+        lr, (lo, hi), lr_curves = _fit_recipe(learn, opts, report, on_progress, should_stop)
+        learn.remove_cb(report)
+        if on_progress:
+            on_progress(phase="export", epoch=0, n_epochs=1, batch=0, n_batches=1, loss=None,
+                        last_epoch=report.last_epoch)
+        matrix, most_confused = confusion(learn)
+        _stop_if_asked(report, should_stop)
+        version_dir, onnx = _export(learn, data_dir, manifest, opts, rows, log)
+
+    metrics = {
+        "arch": opts.arch, "size": opts.size, "options": asdict(opts),
+        "lr": lr, "lr_unfrozen": [lo, hi], "history": report.history, "lr_find": lr_curves,
+        "error_rate": report.history[-1].get("error_rate") if report.history else None,
+        "train_curve": {k: _thin(v) for k, v in report.curve.items()},
+        "confusion": matrix, "most_confused": most_confused, "images": len(rows),
+        "onnx": onnx, "pretrained": bool(pretrained), "body_frozen_first": bool(pretrained),
+        "seconds": round(time.monotonic() - started, 1),
+        "provenance": _provenance(counts, file_sha256(version_dir / CLEANED_CSV), opts),
+    }
+    version = registry.record_version(data_dir, version_dir, metrics, "trained",
+                                      arch=opts.arch, size=opts.size)
+    if opts.activate:
+        registry.activate(data_dir, version, actor="training")
+    return version, metrics
+
+
+def _use_pretrained(opts, log, rows, counts):
+    """Decide whether ImageNet weights are used, and say so."""
     pretrained = opts.pretrained
     if pretrained is None:
         allow = os.environ.get("WINNOW_OFFLINE", "0") != "1"
@@ -211,55 +370,7 @@ def train(data_dir, opts=None, on_progress=None, show_bar=False, log=print):
         + ("starting from ImageNet weights." if pretrained else
            "ImageNet weights are not available here, so it trains from scratch "
            "(expect lower accuracy than the lesson's)."))
-
-    from fastai.torch_core import set_seed
-
-    set_seed(opts.seed, reproducible=True)
-    started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="winnow-train-") as work:
-        learn = build_learner(data_dir, opts, pretrained)
-        learn.path = Path(work)  # lr_find's temporary weights go here, not into models/
-        report = _report_callback(on_progress)
-        learn.add_cb(report)
-        if not show_bar:
-            learn.remove_cbs([cb for cb in learn.cbs if type(cb).__name__ == "ProgressCallback"])
-        if pretrained:
-            learn.freeze()  # random weights have nothing to protect: from scratch, train it all
-        lr_curves = {}
-        lr = opts.lr
-        if lr is None:
-            lr, lr_curves["frozen"] = _lr_find(learn, report, opts.lr_find_iters, on_progress)
-        report.phase = "frozen"
-        if opts.epochs:
-            learn.fit_one_cycle(opts.epochs, lr)
-        learn.unfreeze()
-        hi = lr / 5
-        lo, lr_curves["unfrozen"] = _lr_find(learn, report, opts.lr_find_iters, on_progress)
-        lo = min(lo, hi / 10)
-        report.phase = "unfrozen"
-        if opts.fine_tune_epochs:
-            learn.fit_one_cycle(opts.fine_tune_epochs, slice(lo, hi))
-        learn.remove_cb(report)
-        if on_progress:
-            on_progress(phase="export", epoch=0, n_epochs=1, batch=0, n_batches=1, loss=None)
-        version_dir = registry.new_version_dir(data_dir)
-        learn.path = version_dir
-        learn.export(version_dir / registry.EXPORT)
-        onnx = _export_onnx_checked(learn, version_dir, opts.size, data_dir, rows)
-        log("ONNX Runtime will serve this model." if onnx["serves"] else onnx["reason"])
-
-    metrics = {
-        "arch": opts.arch, "size": opts.size, "options": asdict(opts),
-        "lr": lr, "lr_unfrozen": [lo, hi], "history": report.history, "lr_find": lr_curves,
-        "error_rate": report.history[-1].get("error_rate") if report.history else None,
-        "onnx": onnx, "pretrained": bool(pretrained), "body_frozen_first": bool(pretrained), "seconds": round(time.monotonic() - started, 1),
-        "provenance": _provenance(counts, csv_sha, opts),
-    }
-    version = registry.record_version(data_dir, version_dir, metrics, "trained",
-                                      arch=opts.arch, size=opts.size)
-    if opts.activate:
-        registry.activate(data_dir, version)
-    return version, metrics
+    return pretrained
 
 
 def _export_onnx_checked(learn, version_dir, size, data_dir, rows, n_images=64):

@@ -1,32 +1,185 @@
-"""Admin overview: the dataset, the model versions, and which one is active."""
-from flask import Blueprint, current_app, flash, redirect, render_template, url_for
+"""Admin: retrain from cleaned.csv, watch it, read its report, switch and download versions."""
+from urllib.parse import urlencode
 
-from . import registry
+from flask import (Blueprint, Response, abort, current_app, flash, redirect, render_template,
+                   request, send_file, url_for)
+from werkzeug.routing import BuildError
+
+from . import archive, jobs, model_import, registry, report, training, training_job
 from .auth import admin_required
-from .resources import get_dataset
+from .resources import csrf, get_dataset
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+
+def _data_dir():
+    return current_app.config["DATA_DIR"]
+
+
+def _index(form=None, error=None, refused_by=None, status=200):
+    data_dir = _data_dir()
+    dataset = get_dataset()
+    active = registry.active_version(data_dir)
+    versions = registry.versions(data_dir)
+    return render_template(
+        "admin/index.html", counts=dataset.class_counts(), unlabeled=dataset.unlabeled_count(),
+        versions=versions, active=active,
+        files={v["version"]: report.available_files(data_dir, v["version"]) for v in versions},
+        previous=registry.previous_version(data_dir),
+        changes=report.changes_since(data_dir, active) if active else None,
+        running=jobs.running(data_dir, "train"),
+        last_training=next(iter(jobs.recent(data_dir, kind="train", limit=1)), None),
+        form=form or training_job.form_defaults(), archs=training.ARCHS,
+        error=error, refused_by=refused_by, events=dataset.history(limit=10),
+    ), status
 
 
 @bp.route("/")
 @admin_required
 def index():
-    data_dir = current_app.config["DATA_DIR"]
-    dataset = get_dataset()
-    return render_template(
-        "admin/index.html", counts=dataset.class_counts(), unlabeled=dataset.unlabeled_count(),
-        versions=registry.versions(data_dir), active=registry.active_version(data_dir),
-        events=dataset.events(limit=20),
-    )
+    return _index()
+
+
+@bp.route("/train", methods=["POST"])
+@admin_required
+def train():
+    """Start a training job from the retrain form; one at a time."""
+    cfg = current_app.config
+    form = {**training_job.form_defaults(), **request.form.to_dict(), "activate": "activate" in request.form}
+    try:
+        params = training_job.params_from_form(request.form, cfg["VALID_PCT"], cfg["SPLIT_SEED"])
+        training.preflight(_data_dir(), training_job.options_from(params))
+        job_id = jobs.start(_data_dir(), "train", params)
+    except training.TrainingRefused as e:
+        return _index(form, error=f"Not started: {e}.", status=400)
+    except jobs.JobRefused as e:
+        return _index(form, error=str(e), refused_by=e.running_id, status=409)
+    flash(f"Training started as job #{job_id}; it runs in its own process.")
+    return redirect(url_for("admin.index", _anchor="retrain")), 303
+
+
+@bp.route("/models/<version>")
+@admin_required
+def model(version):
+    try:
+        info = report.version_report(_data_dir(), version)
+    except registry.ModelError as e:
+        abort(404, description=str(e))
+    return render_template("admin/model.html", version=version, r=info, clean_url=_clean_url)
+
+
+def _clean_url(actual, predicted):
+    """Link to the cleaner filtered to one confusion-matrix cell."""
+    try:
+        return url_for("cleaning.index", actual=actual, predicted=predicted)
+    except BuildError:  # the cleaning pages are not registered in this app: their documented path
+        return "/clean/?" + urlencode({"actual": actual, "predicted": predicted})
+
+
+@bp.route("/models/<version>/plots/<name>.svg")
+@admin_required
+def plot(version, name):
+    try:
+        svg = report.plot_svg(_data_dir(), version, name)
+    except (registry.ModelError, report.NoPlot) as e:
+        abort(404, description=str(e))
+    return Response(svg, mimetype="image/svg+xml",
+                    headers={"Cache-Control": "private, max-age=86400"})
 
 
 @bp.route("/models/<version>/activate", methods=["POST"])
 @admin_required
 def activate(version):
     try:
-        registry.activate(current_app.config["DATA_DIR"], version)
+        registry.activate(_data_dir(), version, actor="admin")
     except registry.ModelError as e:
         flash(str(e), "error")
         return redirect(url_for("admin.index")), 303
     flash(f"Model {version} is now active; every worker serves it within about a second.")
-    return redirect(url_for("admin.index")), 303
+    return redirect(request.form.get("next") or url_for("admin.index")), 303
+
+
+@bp.route("/rollback", methods=["POST"])
+@admin_required
+def rollback():
+    try:
+        version = registry.roll_back(_data_dir(), actor="admin")
+    except registry.ModelError as e:
+        flash(str(e), "error")
+    else:
+        flash(f"Rolled back: model {version} is active again; every worker serves it within "
+              "about a second.")
+    return redirect(url_for("admin.index", _anchor="versions")), 303
+
+
+# ---- downloads ---------------------------------------------------------------------------
+
+FILES = {"export.pkl": "application/octet-stream", "model.onnx": "application/octet-stream",
+         "cleaned.csv": "text/csv"}
+
+
+@bp.route("/models/<version>/<any('export.pkl', 'model.onnx', 'cleaned.csv'):name>")
+@admin_required
+def download(version, name):
+    try:
+        registry.version_record(_data_dir(), version)
+    except registry.ModelError as e:
+        abort(404, description=str(e))
+    path = registry.models_dir(_data_dir()) / version / name
+    if not path.is_file():
+        abort(404, description=f"Model {version} has no {name}.")
+    return send_file(path, mimetype=FILES[name], as_attachment=True,
+                     download_name=f"{version}-{name}")
+
+
+@bp.route("/models/<version>/dataset.zip")
+@admin_required
+def version_dataset(version):
+    """The images a version was trained on, as class folders."""
+    path = report.trained_manifest(_data_dir(), version)
+    if path is None:
+        abort(404, description=f"Model {version} did not keep the cleaned.csv it was trained on.")
+    return _zip(training.read_manifest_file(path), f"{version}-dataset.zip")
+
+
+@bp.route("/dataset.zip")
+@admin_required
+def dataset_zip():
+    """Today's dataset (cleaned.csv as it is now), as class folders."""
+    try:
+        rows = training.read_manifest(_data_dir())
+    except training.TrainingRefused as e:
+        abort(404, description=str(e))
+    return _zip(rows, "dataset.zip")
+
+
+def _zip(rows, name):
+    return send_file(archive.dataset_zip_file(_data_dir(), rows), mimetype="application/zip",
+                     as_attachment=True, download_name=name)
+
+
+# ---- bring a notebook model --------------------------------------------------------------
+
+@bp.route("/models/import")
+@admin_required
+def import_form():
+    return render_template("admin/import.html")
+
+
+@bp.route("/models/import", methods=["POST"])
+@csrf.exempt  # checked below, once the larger upload limit for models is in force
+@admin_required
+def import_model():
+    request.max_content_length = current_app.config.get("MAX_MODEL_UPLOAD_BYTES")
+    csrf.protect()
+    upload = request.files.get("file")
+    if upload is None or not upload.filename:
+        return render_template("admin/import.html", error="Choose an export.pkl file."), 400
+    try:
+        version, check = model_import.import_export_pkl(_data_dir(), upload.stream,
+                                                        upload.filename, actor="admin")
+    except model_import.ImportRefused as e:
+        return render_template("admin/import.html", error=f"Not imported: {e}."), 400
+    flash(f"Imported {upload.filename} as model {version} ({len(check['classes'])} classes: "
+          f"{', '.join(check['classes'][:10])}). Activate it when you are ready to serve it.")
+    return redirect(url_for("admin.model", version=version)), 303

@@ -1,0 +1,188 @@
+"""Retraining as a job: started from the admin page, watched, cancelled, failed, killed, one at a time."""
+import os
+import re
+import signal
+import time
+
+import pytest
+
+from tests.conftest import AdminSession, make_app
+from tests.test_jobs import wait_for
+from webapp import jobs, registry, scoring
+from webapp.manifest import CLEANED_CSV
+
+# The tiniest run of the lesson's recipe that still goes through every phase.
+TINY = {"arch": "resnet18", "size": "32", "epochs": "1", "fine_tune_epochs": "1", "lr": "0.01",
+        "bs": "8", "pretrained": "no", "lr_find_iters": "10", "activate": "1"}
+
+
+def tiny_params(**change):
+    params = {"arch": "resnet18", "size": 32, "epochs": 1, "fine_tune_epochs": 1, "lr": 1e-2,
+              "bs": 8, "pretrained": False, "lr_find_iters": 10}
+    return {**params, **change}
+
+
+def model_dirs(data_dir):
+    return sorted(p.name for p in registry.models_dir(data_dir).iterdir() if p.is_dir())
+
+
+@pytest.fixture
+def trained_admin(trained_copy):
+    """An admin logged in to an app on a copy of the trained data dir."""
+    data_dir, v1, _ = trained_copy
+    session = AdminSession(make_app(data_dir).test_client())
+    session.login()
+    return data_dir, v1, session
+
+
+def test_an_admin_starts_a_retrain_a_second_is_refused_and_a_killed_job_changes_nothing(
+        trained_admin):
+    data_dir, v1, admin = trained_admin
+    client = admin.client
+    before = model_dirs(data_dir)
+    r = client.post("/admin/train", data={**TINY, "epochs": "50", "csrf_token": admin.csrf_token()})
+    assert r.status_code == 303 and r.location.endswith("/admin/#retrain")
+    job = jobs.running(data_dir, "train")
+    assert job["params"]["epochs"] == 50 and job["params"]["valid_pct"] == 0.2
+
+    page = client.get("/admin/").get_data(as_text=True)
+    assert f"Training started as job #{job['id']}" in page
+    assert f'data-job-status="/jobs/{job["id"]}.json"' in page and "<progress" in page
+
+    second = client.post("/admin/train", data={**TINY, "csrf_token": admin.csrf_token()})
+    assert second.status_code == 409
+    text = second.get_data(as_text=True)
+    assert f"A train job (#{job['id']}) is running" in text
+    assert f'href="/jobs/{job["id"]}"' in text
+
+    deadline = time.monotonic() + 90
+    while jobs.get(data_dir, job["id"])["phase"] != "frozen":
+        assert time.monotonic() < deadline, jobs.read_log(data_dir, job["id"])
+        time.sleep(0.2)
+    os.kill(_pid(data_dir, job["id"]), signal.SIGKILL)  # as the out-of-memory killer would
+    killed_at = time.monotonic()
+    dead = wait_for(data_dir, job["id"], timeout=15)
+    assert dead["status"] == "failed" and "stopped without finishing" in dead["message"]
+    assert time.monotonic() - killed_at < 3  # a dead pid is noticed on the next read
+    assert "Training resnet18 at 32px" in jobs.read_log(data_dir, job["id"])
+    assert registry.active_version(data_dir) == v1
+    assert [v["version"] for v in registry.versions(data_dir)] == [v1]
+    assert model_dirs(data_dir) == before
+
+
+def _pid(data_dir, job_id):
+    from webapp import db
+
+    with db.session(data_dir) as conn:
+        return conn.execute("SELECT pid FROM jobs WHERE id = ?", (job_id,)).fetchone()["pid"]
+
+
+def test_the_cli_runs_the_same_job_with_every_phase_and_the_latest_losses(trained_copy):
+    data_dir, v1, _ = trained_copy
+    runner = make_app(data_dir).test_cli_runner()
+    r = runner.invoke(args=["train", "--arch", "resnet18", "--size", "32", "--epochs", "1",
+                            "--fine-tune-epochs", "1", "--bs", "8", "--no-pretrained",
+                            "--lr-find-iters", "10"])
+    assert r.exit_code == 0, r.output
+    out = r.output
+    phases = ["lr_find", "frozen epoch 1/1", "lr_find", "unfrozen epoch 1/1", "export", "scoring"]
+    at = [out.index(p, out.index(phases[i - 1]) + 1 if i else 0) for i, p in enumerate(phases)]
+    assert at == sorted(at), out
+    assert re.search(r"epoch 0: train_loss \d+\.\d{6}  valid_loss \d+\.\d{6}  error_rate", out)
+    job = jobs.recent(data_dir, kind="train")[0]
+    assert job["status"] == "succeeded" and job["actor"] == "cli"
+    v2 = job["result"]["version"]
+    assert f"Model {v2}: error rate" in out and "now active" in out and "Diagnosis:" in out
+    assert registry.active_version(data_dir) == v2 != v1
+    metrics = registry.version_record(data_dir, v2)["metrics"]
+    assert set(metrics["lr_find"]) == {"frozen", "unfrozen"}  # --lr auto: lr_find picked it
+    assert metrics["confusion"]["classes"] == ["blue", "red"]
+    assert sum(map(sum, metrics["confusion"]["matrix"])) == sum(
+        n["valid"] for n in metrics["provenance"]["counts"].values())
+    copied = registry.models_dir(data_dir) / v2 / CLEANED_CSV
+    assert copied.read_bytes() == (data_dir / CLEANED_CSV).read_bytes()
+    assert scoring.load_scores(data_dir, v2).meta["images"] == 64
+    assert registry.previous_version(data_dir) == v1
+
+
+def cancel_when(data_dir, phase, seen):
+    """Return an on_update that asks the job to stop once it is under way in `phase`."""
+    def watch(status):
+        seen.append(status["phase"])
+        if status["phase"] == phase and status["done"] >= 1 and not status["cancel_requested"]:
+            assert jobs.cancel(data_dir, status["id"])
+    return watch
+
+
+def test_cancel_stops_fastai_cleanly_and_leaves_no_version(trained_copy):
+    data_dir, v1, _ = trained_copy
+    before, seen = model_dirs(data_dir), []
+    job = jobs.run_here(data_dir, "train", tiny_params(epochs=3),
+                        on_update=cancel_when(data_dir, "frozen", seen))
+    assert job["status"] == "cancelled", job["message"]
+    assert seen[-1] == "frozen"  # it stopped in the epoch it was asked to, not later
+    assert registry.active_version(data_dir) == v1
+    assert [v["version"] for v in registry.versions(data_dir)] == [v1]
+    assert model_dirs(data_dir) == before
+
+
+def test_cancel_while_scoring_takes_the_new_version_away_again(trained_copy, monkeypatch):
+    from tests.test_app import second_version
+    from webapp import training
+
+    data_dir, v1, metrics = trained_copy
+    made = []
+
+    def trained_in_no_time(data_dir, opts, **kwargs):  # the recipe itself is tested above
+        made.append(second_version(data_dir, v1))
+        return made[-1], metrics
+
+    monkeypatch.setattr(training, "train", trained_in_no_time)
+    seen = []
+    job = jobs.run_here(data_dir, "train", tiny_params(),
+                        on_update=cancel_when(data_dir, "scoring", seen))
+    assert job["status"] == "cancelled" and seen[-1] == "scoring"
+    assert registry.active_version(data_dir) == v1
+    assert [v["version"] for v in registry.versions(data_dir)] == [v1]
+    assert not (registry.models_dir(data_dir) / made[0]).exists()
+
+
+def test_a_failed_training_says_why_and_keeps_the_active_model(trained_copy):
+    data_dir, v1, _ = trained_copy
+    missing = next(line.split(",")[0] for line in (data_dir / CLEANED_CSV).read_text().splitlines()[1:])
+    (data_dir / missing).unlink()  # an image went missing behind the store's back
+    job = jobs.run_here(data_dir, "train", tiny_params())
+    assert job["status"] == "failed"
+    assert "FileNotFoundError" in job["message"]
+    assert registry.active_version(data_dir) == v1
+    assert [v["version"] for v in registry.versions(data_dir)] == [v1]
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"epochs": "four"}, "frozen epochs must be a whole number, not &#39;four&#39;"),
+    ({"lr": "fast"}, "the learning rate must be a number"),
+    ({"arch": "vgg99"}, "unknown architecture"),
+    ({"epochs": "0", "fine_tune_epochs": "0"}, "train for at least one epoch"),
+    ({"bs": "1"}, "the batch size must be between 2 and 1024"),
+    ({"size": "4000"}, "the image size must be between 16 and 1024 pixels"),
+])
+def test_bad_settings_are_refused_before_any_job_starts(app, admin, client, change, message):
+    r = client.post("/admin/train", data={**TINY, **change, "csrf_token": admin.csrf_token()})
+    assert r.status_code == 400
+    page = r.get_data(as_text=True)
+    assert message in page
+    assert f'value="{change.get("size", "32")}"' in page  # the form keeps what was typed
+    assert jobs.recent(app.config["DATA_DIR"]) == []
+
+
+def test_training_an_empty_dataset_is_refused_on_the_page(app, admin, client):
+    r = client.post("/admin/train", data={**TINY, "csrf_token": admin.csrf_token()})
+    assert r.status_code == 400
+    assert "Not started: cleaned.csv does not exist yet" in r.get_data(as_text=True)
+
+
+def test_starting_a_training_needs_a_login_and_the_form_token(app, client, admin):
+    assert client.post("/admin/train", data=TINY).status_code == 400
+    anonymous = app.test_client()
+    assert anonymous.post("/admin/train", data=TINY).status_code in (302, 400)
+    assert jobs.recent(app.config["DATA_DIR"]) == []

@@ -1,0 +1,145 @@
+"""Bring a notebook model: an export.pkl made with plain fastai (`learn.export()`).
+
+export.pkl is a pickle, and unpickling runs whatever code it names: it must come from someone
+the admin trusts. The app never unpickles an upload in a web worker. It saves the file into a
+new version folder and loads it in a separate Python process (`python -m webapp.model_import
+PATH`), which answers with the classes, the input size and a test prediction (checked against
+`learn.predict`), or with the reason it cannot serve it. Only then is the version recorded, with
+its sha256 and provenance "imported"; activating it is the admin's next, separate step.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from . import registry
+from .manifest import file_sha256
+
+CHECK_TIMEOUT = 100  # seconds; below gunicorn's worker timeout (120 s)
+ROOT = Path(__file__).resolve().parent.parent
+TOLERANCE = 1e-4  # the serving path's probabilities against learn.predict's
+
+
+class ImportRefused(ValueError):
+    """The uploaded file cannot be served; the message says why."""
+
+
+def import_export_pkl(data_dir, stream, filename, actor="admin", timeout=CHECK_TIMEOUT):
+    """Save an uploaded export.pkl as a new version after checking it in another process.
+
+    Return (version, check). Nothing is left behind when it is refused.
+    """
+    version_dir = registry.new_version_dir(data_dir)
+    try:
+        path = version_dir / registry.EXPORT
+        with open(path, "wb") as f:
+            shutil.copyfileobj(stream, f, 1 << 20)
+        if path.stat().st_size == 0:
+            raise ImportRefused("the uploaded file is empty")
+        check = check_in_subprocess(path, timeout)
+        metrics = {
+            "arch": check["arch"], "size": check["size"], "classes": check["classes"],
+            "error_rate": None, "history": [], "pretrained": check.get("pretrained"),
+            "check": check,
+            "provenance": {"source": "imported", "filename": filename, "imported_by": actor,
+                           "sha256": file_sha256(path), "classes": check["classes"],
+                           "fastai": check.get("fastai"), "torch": check.get("torch")},
+        }
+        version = registry.record_version(data_dir, version_dir, metrics, "imported",
+                                          arch=check["arch"], size=check["size"])
+    except BaseException:
+        shutil.rmtree(version_dir, ignore_errors=True)
+        raise
+    return version, check
+
+
+def check_in_subprocess(path, timeout=CHECK_TIMEOUT):
+    """Load an export.pkl in a separate process; return what it found, or raise ImportRefused."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # the checker is not a web worker
+    try:
+        proc = subprocess.run([sys.executable, "-m", "webapp.model_import", str(path)],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise ImportRefused(f"loading the file took longer than {timeout} s; not imported")
+    lines = proc.stdout.strip().splitlines()
+    try:
+        answer = json.loads(lines[-1]) if lines else {}
+    except ValueError:
+        answer = {}
+    if proc.returncode != 0 or "error" in answer or "classes" not in answer:
+        reason = answer.get("error") or _last_line(proc.stderr) or f"exit status {proc.returncode}"
+        raise ImportRefused(f"this file is not a fastai image classifier Winnow can serve: {reason}")
+    return answer
+
+
+def _last_line(text):
+    lines = [line for line in (text or "").strip().splitlines() if line.strip()]
+    return lines[-1][:500] if lines else ""
+
+
+def input_size(learn):
+    """Return the (height, width) the learner resizes to, from its item transforms, or None."""
+    pipe = getattr(learn.dls.valid, "after_item", None)
+    for tfm in getattr(pipe, "fs", []):
+        size = getattr(tfm, "size", None)
+        if size is not None:
+            size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
+            return [int(size[0]), int(size[1])]
+    return None
+
+
+def inspect(path):
+    """Load an export.pkl (in THIS process: run it only in the checker) and describe it."""
+    import fastai
+    import numpy as np
+    import torch
+    from fastai.learner import load_learner
+    from PIL import Image
+
+    from .classifier import Classifier
+
+    learn = load_learner(path, cpu=True)
+    vocab = getattr(learn.dls, "vocab", None)
+    if vocab is None or len(vocab) < 2 or isinstance(vocab[0], (list, tuple)):
+        raise ImportRefused("it has no list of two or more classes (dls.vocab): "
+                            "Winnow serves single-label image classifiers")
+    classes = [str(v) for v in vocab]
+    size = input_size(learn)
+    h, w = size or (224, 224)
+    probe = Image.new("RGB", (w, h), (128, 128, 128))
+    label, _, probs = learn.predict(probe)
+    ours = Classifier(learn).probabilities([probe])[0]
+    theirs = probs.float().numpy()
+    if ours.shape != theirs.shape or not np.all(np.isfinite(ours)):
+        raise ImportRefused("its predictions are not one probability per class")
+    diff = float(np.abs(ours - theirs).max())
+    if diff > TOLERANCE:
+        raise ImportRefused(f"Winnow's serving path differs from learn.predict by {diff:.1e}")
+    arch = getattr(learn, "arch", None)
+    ranked = sorted(zip(classes, map(float, ours)), key=lambda p: -p[1])
+    return {"classes": classes, "size": size[0] if size and size[0] == size[1] else None,
+            "input_size": size, "arch": getattr(arch, "__name__", None),
+            "pretrained": getattr(learn, "pretrained", None),
+            "test_prediction": {"label": str(label), "top": ranked[:3],
+                                "picture": f"plain grey {w}x{h}"},
+            "max_abs_diff": diff, "fastai": fastai.__version__, "torch": torch.__version__}
+
+
+def main(argv):
+    """The checker process: print one JSON line, the description or {"error": reason}."""
+    try:
+        answer = inspect(argv[0])
+    except ImportRefused as e:
+        answer = {"error": str(e)}
+    except Exception as e:  # anything the pickle or fastai raises is the reason it is refused
+        answer = {"error": f"{type(e).__name__}: {e}"}
+    print(json.dumps(answer), flush=True)
+    return 0 if "error" not in answer else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

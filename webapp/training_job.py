@@ -1,0 +1,190 @@
+"""The "train" job: the lesson's recipe on cleaned.csv, then scores for the cleaner, then serve it.
+
+Phases as the progress bar shows them: lr_find, frozen, lr_find, unfrozen (epoch and batch, the
+latest losses beside the bar), export, scoring. The new version becomes active only at the very
+end: a failure or a cancel anywhere leaves the served model as it was and no new version behind.
+"""
+import time
+
+import click
+
+from . import diagnosis, jobs, registry, scoring, training
+
+# What a job may set; anything else in the parameters is ignored. The job process has no Flask
+# app, so the split settings come in the parameters too.
+OPTIONS = ("arch", "size", "epochs", "fine_tune_epochs", "lr", "bs", "pretrained", "valid_pct",
+           "seed", "lr_find_iters")
+
+
+def options_from(params):
+    """Return the checked TrainOptions a job's parameters ask for (never activating itself)."""
+    given = {k: params[k] for k in OPTIONS if params.get(k) is not None}
+    opts = training.TrainOptions(**given, activate=False)
+    opts.check()
+    return opts
+
+
+def form_defaults():
+    """Return the retrain form's values: the lesson's defaults."""
+    d = training.TrainOptions()
+    return {"arch": d.arch, "size": d.size, "epochs": d.epochs,
+            "fine_tune_epochs": d.fine_tune_epochs, "lr": "auto", "bs": d.bs,
+            "pretrained": "auto", "activate": True, "lr_find_iters": d.lr_find_iters}
+
+
+def _number(form, key, kind, label):
+    text = str(form.get(key, "")).strip()
+    try:
+        return kind(text)
+    except ValueError:
+        raise training.TrainingRefused(f"{label} must be a {'whole ' if kind is int else ''}number, "
+                                       f"not {text!r}") from None
+
+
+def params_from_form(form, valid_pct, seed):
+    """Return a train job's parameters from the retrain form, or raise TrainingRefused."""
+    lr_text = str(form.get("lr", "auto")).strip().lower()
+    pretrained = {"auto": None, "yes": True, "no": False}.get(form.get("pretrained", "auto"))
+    params = {
+        "arch": form.get("arch", ""),
+        "size": _number(form, "size", int, "the image size"),
+        "epochs": _number(form, "epochs", int, "frozen epochs"),
+        "fine_tune_epochs": _number(form, "fine_tune_epochs", int, "unfrozen epochs"),
+        "lr": None if lr_text in ("", "auto") else _number(form, "lr", float, "the learning rate"),
+        "bs": _number(form, "bs", int, "the batch size"),
+        "lr_find_iters": _number(form, "lr_find_iters", int, "lr_find's iterations")
+        if form.get("lr_find_iters") else None,
+        "pretrained": pretrained, "activate": bool(form.get("activate")),
+        "valid_pct": valid_pct, "seed": seed,
+    }
+    if params["lr_find_iters"] is not None and not 10 <= params["lr_find_iters"] <= 1000:
+        raise training.TrainingRefused("lr_find's iterations must be between 10 and 1000")
+    options_from(params)
+    return params
+
+
+class Progress:
+    """Turn training's per-batch callbacks into job progress, written a few times a second."""
+
+    EVERY = 0.25  # seconds between writes within a phase
+
+    def __init__(self, job):
+        self.job, self.phase, self.written, self.lr_finds = job, None, 0.0, 0
+
+    def __call__(self, phase, epoch, n_epochs, batch, n_batches, loss=None, last_epoch=None):
+        new_phase = phase != self.phase or (phase == "lr_find" and batch == 0)
+        now = time.monotonic()
+        if not new_phase and batch < n_batches and now - self.written < self.EVERY:
+            return
+        self.written, self.phase = now, phase
+        if phase == "lr_find" and batch == 0:
+            self.lr_finds += 1
+        try:
+            self.job.progress(epoch * n_batches + batch, n_epochs * n_batches,
+                              phase=phase if new_phase else None,
+                              message=self.message(phase, epoch, n_epochs, batch, n_batches),
+                              detail=self.detail(epoch, n_epochs, batch, n_batches, loss,
+                                                 last_epoch))
+        except jobs.Cancelled:
+            pass  # training's should_stop sees it and stops fastai cleanly
+
+    def message(self, phase, epoch, n_epochs, batch, n_batches):
+        if phase == "lr_find":
+            stage = "body frozen" if self.lr_finds == 1 and self.job.params.get("lr") is None \
+                else "unfrozen"
+            return f"lr_find ({stage}): batch {batch} of at most {n_batches}"
+        if phase == "export":
+            return "Exporting export.pkl and model.onnx, and checking them"
+        return f"{phase}: epoch {epoch + 1} of {n_epochs}, batch {batch} of {n_batches}"
+
+    @staticmethod
+    def detail(epoch, n_epochs, batch, n_batches, loss, last_epoch):
+        out = {"epoch": f"{epoch + 1}/{n_epochs}", "batch": f"{batch}/{n_batches}"}
+        if loss is not None:
+            out["smooth_loss"] = round(loss, 4)
+        return {**out, **last_epoch_detail(last_epoch)}
+
+
+def last_epoch_detail(last_epoch):
+    """Return the latest finished epoch's numbers for the progress detail."""
+    if not last_epoch:
+        return {}
+    out = {"last_epoch": last_epoch["epoch"]}
+    for key in ("train_loss", "valid_loss", "error_rate"):
+        if last_epoch.get(key) is not None:
+            out[f"last_{key}"] = round(last_epoch[key], 4)
+    return out
+
+
+def run_job(job):
+    """Train, score every labeled image with the new version, then activate it (unless told not to)."""
+    opts = options_from(job.params)
+    try:
+        version, metrics = training.train(job.data_dir, opts, on_progress=Progress(job),
+                                          log=job.log, should_stop=lambda: job.cancelled)
+    except training.TrainingCancelled as e:
+        raise jobs.Cancelled(str(e)) from e
+    try:  # from here on the version exists: any failure or cancel must take it away again
+        job.progress(0, None, phase="scoring",
+                     message=f"Scoring every labeled image with {version} for the cleaner",
+                     detail=last_epoch_detail(metrics["history"][-1] if metrics["history"] else None))
+        scored = scoring.score_version(job.data_dir, version, progress=lambda d, t: job.progress(d, t))
+        activate = job.params.get("activate", True)
+        if activate:
+            registry.activate(job.data_dir, version, actor=f"training job #{job.id}")
+    except BaseException:
+        registry.forget_version(job.data_dir, version)
+        raise
+    return summary(version, metrics, scored, activate)
+
+
+def summary(version, metrics, scored, activated):
+    """Return the job's result: what it made, how good it is, and the lesson's reading of it."""
+    findings = diagnosis.diagnose(metrics["history"],
+                                  n_classes=len(metrics["provenance"]["classes"]))
+    err = metrics["error_rate"]
+    message = (f"Model {version}: error rate {err:.3f} after {len(metrics['history'])} epochs "
+               f"in {metrics['seconds']:.0f} s; scored {scored['images']} images; "
+               + ("now active." if activated else "not activated.")
+               + f" Diagnosis: {findings[0].title.lower()}.")
+    return {"version": version, "error_rate": err, "activated": bool(activated),
+            "scored": scored["images"], "diagnosis": [f.rule for f in findings],
+            "message": message}
+
+
+class TerminalProgress:
+    """For the CLI: a progress bar per phase and epoch, and each epoch's numbers as it ends."""
+
+    def __init__(self):
+        self.key, self.bar, self.epochs_shown = None, None, -1
+
+    def update(self, status):
+        d = status.get("detail") or {}
+        phase = status.get("phase")
+        per_epoch = phase in ("frozen", "unfrozen", "lr_find") and "batch" in d
+        done, total = (map(int, d["batch"].split("/")) if per_epoch
+                       else (status["done"], status["total"]))
+        key = (phase, d.get("epoch") if per_epoch else None)
+        if key != self.key:
+            self.close()
+            self.key = key
+            self._epoch_row(d)
+        if self.bar is None and total:
+            label = f"{phase} {'epoch ' + d['epoch'] if phase != 'lr_find' and per_epoch else ''}"
+            self.bar = click.progressbar(length=total, label=label.strip().ljust(20),
+                                         show_pos=True)
+            self.bar.render_progress()
+        if self.bar is not None and done > self.bar.pos:
+            self.bar.update(done - self.bar.pos)
+
+    def _epoch_row(self, d):
+        if d.get("last_epoch", -1) > self.epochs_shown:
+            self.epochs_shown = d["last_epoch"]
+            click.echo(f"  epoch {d['last_epoch']}: train_loss {d['last_train_loss']:.6f}  "
+                       f"valid_loss {d['last_valid_loss']:.6f}  "
+                       f"error_rate {d.get('last_error_rate', float('nan')):.6f}")
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.render_finish()
+            self.bar = None
