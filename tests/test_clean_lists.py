@@ -82,7 +82,7 @@ def test_the_tiled_search_finds_exactly_the_pairs_of_the_full_matrix():
     x = rng.normal(size=(300, 16)).astype(np.float32)
     for a, b in [(3, 250), (40, 41), (100, 299), (7, 8)]:  # near-copies across and within tiles
         x[b] = x[a] + rng.normal(scale=0.05, size=16)
-    found = near_duplicates.similar_pairs(x, 0.9, block=64)
+    found = near_duplicates.similar_pairs(x, 0.9, rows=64, cols=96)
     assert set(zip(found.first.tolist(), found.second.tolist())) == brute_force_pairs(x, 0.9)
     assert {(3, 250), (40, 41), (100, 299), (7, 8)} <= set(zip(found.first.tolist(), found.second.tolist()))
     assert (np.diff(found.similarity) <= 0).all() and (found.similarity >= 0.9).all()
@@ -92,8 +92,8 @@ def test_the_tiled_search_finds_exactly_the_pairs_of_the_full_matrix():
 def test_when_too_many_pairs_qualify_the_most_similar_are_kept():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(200, 8)).astype(np.float32)
-    everything = near_duplicates.similar_pairs(x, 0.3, block=32)
-    best = near_duplicates.similar_pairs(x, 0.3, block=32, max_pairs=25)
+    everything = near_duplicates.similar_pairs(x, 0.3, rows=32, cols=48)
+    best = near_duplicates.similar_pairs(x, 0.3, rows=32, cols=48, max_pairs=25)
     assert len(everything) > 100 and len(best) == 25
     np.testing.assert_allclose(best.similarity, everything.similarity[:25], atol=1e-6)
     with pytest.raises(ValueError):

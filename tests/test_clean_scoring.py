@@ -65,3 +65,37 @@ def test_rescoring_without_a_model_fails_with_a_reason(tmp_path):
     job = jobs.run_here(tmp_path, "score", {})
     assert job["status"] == "failed"
     assert "no active model" in job["message"]
+
+
+def test_cross_validation_gives_every_training_image_an_out_of_fold_score(trained_copy):
+    from webapp import cleaning, crossval
+
+    data_dir, version, _ = trained_copy
+    job = jobs.run_here(data_dir, "score", {"cv_folds": 2, "cv_epochs": 1})
+    assert job["status"] == "succeeded", jobs.read_log(data_dir, job["id"])
+    assert "Cross-validated" in job["message"] and job["result"]["cv"]["folds"] == 2
+    train = [r["id"] for r in scoring.labeled_images(data_dir) if not r["is_valid"]]
+    cv = scoring.load_cv_scores(data_dir, version)
+    assert cv.image_ids.tolist() == sorted(train) and cv.vocab == ["blue", "red"]
+    np.testing.assert_allclose(cv.probs.sum(1), 1, atol=1e-5)
+    assert cv.meta["recipe"]["arch"] == "resnet18" and not cv.meta["recipe"]["pretrained"]
+    assert (cv.meta["recipe"]["epochs"], cv.meta["recipe"]["fine_tune_epochs"]) == (1, 0)
+    ds = Dataset(data_dir)
+    issues = cleaning.Cleaner(ds, version).label_issues(limit=5)
+    assert issues.total == len(scoring.labeled_images(data_dir))  # valid and train both judged
+    ds.close()
+    folds = crossval.assign_folds(scoring.labeled_images(data_dir), 2)
+    assert folds == crossval.assign_folds(scoring.labeled_images(data_dir), 2)  # the same every run
+    with pytest.raises(crossval.CrossValidationRefused, match="between 2 and 10"):
+        crossval.check_folds(1, [])
+
+
+def test_the_score_command_runs_the_same_job_with_a_progress_bar(trained_copy):
+    from tests.conftest import make_app
+
+    data_dir, version, _ = trained_copy
+    result = make_app(data_dir).test_cli_runner().invoke(args=["score", "--batch-size", "16"])
+    assert result.exit_code == 0, result.output
+    assert f"Scored {len(scoring.labeled_images(data_dir))} images with {version}" in result.output
+    bad = make_app(data_dir).test_cli_runner().invoke(args=["score", "--cv-folds", "1"])
+    assert bad.exit_code != 0 and "--cv-folds must be 0 or 2 to 10" in bad.output

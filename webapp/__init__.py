@@ -31,14 +31,15 @@ def create_app(test_config=None):
     Path(app.config["DATA_DIR"]).mkdir(parents=True, exist_ok=True)
     app.config["SECRET_KEY"] = app.config["SECRET_KEY"] or _secret_key(app.config["DATA_DIR"])
 
-    from . import (auth, cli, errors, learn, metrics, resources, views_admin, views_classify,
-                   views_clean, views_jobs, views_label, views_main, views_media)
+    from . import (auth, clean_cli, cli, errors, learn, metrics, resources, views_admin,
+                   views_classify, views_clean, views_jobs, views_label, views_main, views_media)
 
     metrics.init_app(app)
     resources.init_app(app)
     errors.init_app(app)
     auth.init_app(app)
     cli.init_app(app)
+    clean_cli.init_app(app)
     app.register_blueprint(views_main.bp)
     app.register_blueprint(views_classify.bp)
     app.register_blueprint(views_admin.bp)

@@ -119,9 +119,12 @@ def aligned(probs, vocab_from, vocab_to):
     return out
 
 
-def cross_validate(data_dir, version, k, job=None, batch_size=64):
+def cross_validate(data_dir, version, k, job=None, batch_size=64, epochs=None):
     """Train k fold models on the training split and store every training image's out-of-fold
-    probabilities with the version (cv_scores.npz); return the summary."""
+    probabilities with the version (cv_scores.npz); return the summary.
+
+    `epochs` replaces the recipe's epochs with that many in one cycle (cheaper, rougher folds).
+    """
     from .classifier import Classifier
 
     record = registry.version_record(data_dir, version)
@@ -130,6 +133,8 @@ def cross_validate(data_dir, version, k, job=None, batch_size=64):
     rows = [x for x in scoring.labeled_images(data_dir) if not x["is_valid"]]
     check_folds(k, rows)
     r = recipe(record["metrics"])
+    if epochs:
+        r.update(epochs=int(epochs), fine_tune_epochs=0)
     folds = assign_folds(rows, k, r["seed"])
     n_epochs = r["epochs"] + r["fine_tune_epochs"]
     started = time.monotonic()

@@ -3,7 +3,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-BLOCK = 1024  # a 1024×1024 float32 tile is 4 MB
+ROWS, COLS = 1024, 4096  # a 1024×4096 float32 tile is 16 MB; wider tiles mean fewer
+# thread-pool handoffs, which matters on a machine whose cores are busy with other work
 MAX_PAIRS = 200_000
 
 
@@ -28,10 +29,10 @@ def check_threshold(threshold):
     return t
 
 
-def similar_pairs(embeddings, threshold=0.9, block=BLOCK, max_pairs=MAX_PAIRS):
+def similar_pairs(embeddings, threshold=0.9, rows=ROWS, cols=COLS, max_pairs=MAX_PAIRS):
     """Return the pairs of rows whose cosine similarity is at least `threshold`.
 
-    Works through (block × block) tiles of the upper triangle, so memory stays at one tile plus
+    Works through (rows × cols) tiles of the upper triangle, so memory stays at one tile plus
     the pairs found. When more than `max_pairs` qualify, the most similar `max_pairs` are kept.
     """
     import torch
@@ -40,16 +41,16 @@ def similar_pairs(embeddings, threshold=0.9, block=BLOCK, max_pairs=MAX_PAIRS):
     x = torch.nn.functional.normalize(torch.as_tensor(np.asarray(embeddings, np.float32)), dim=1)
     n, floor = len(x), threshold
     found, count = [], 0
-    for a in range(0, n, block):
-        xa = x[a:a + block]
-        for b in range(a, n, block):
-            sims = xa @ x[b:b + block].T
-            if a == b:
-                sims.triu_(diagonal=1)  # each pair once, no self-pairs (threshold > 0)
-            rows, cols = torch.nonzero(sims >= floor, as_tuple=True)
-            if len(rows):
-                found.append((rows + a, cols + b, sims[rows, cols]))
-                count += len(rows)
+    for a in range(0, n, rows):
+        xa = x[a:a + rows]
+        for b in range(a, n, cols):
+            sims = torch.mm(xa, x[b:b + cols].T)
+            if b < a + rows:  # keep column > row only: each pair once, no self-pairs
+                sims.triu_(diagonal=a - b + 1)  # (zeros never pass: the threshold is above 0)
+            r, c = torch.nonzero(sims >= floor, as_tuple=True)
+            if len(r):
+                found.append((r + a, c + b, sims[r, c]))
+                count += len(r)
             if count > 2 * max_pairs:  # keep memory bounded: drop all but the best max_pairs
                 found = [_top(found, max_pairs)]
                 count = len(found[0][0])

@@ -211,7 +211,8 @@ def run_job(job):
     if folds >= 2:
         from . import crossval
 
-        cv = crossval.cross_validate(job.data_dir, version, folds, job)
+        cv = crossval.cross_validate(job.data_dir, version, folds, job,
+                                     epochs=job.params.get("cv_epochs"))
         message += (f" Cross-validated {cv['images']} training images with {folds} folds "
                     f"in {cv['seconds']:.0f} s.")
         result["cv"] = {"folds": folds, "images": cv["images"], "seconds": cv["seconds"]}

@@ -1,0 +1,312 @@
+"""The cleaner's figures: scoring throughput, the duplicate search, page latency, and quality.
+
+    .venv/bin/python bench/clean.py throughput [--arch resnet34] [--size 224] [--images 128]
+    .venv/bin/python bench/clean.py duplicates [--n 20000] [--dim 512]
+    .venv/bin/python bench/clean.py pages [--n 20000]
+    .venv/bin/python bench/clean.py quality [--per-class 60] [--flip 0.1] [--epochs 2] [--cv 0]
+
+throughput: images/s of scoring at 224 px with an (untrained: speed does not depend on the
+  weights) resnet34, one forward pass for probabilities and embedding (what scoring.py does)
+  against two (Classifier.probabilities then Classifier.embed), interleaved round by round.
+duplicates: time and peak memory of the tiled search over N random 512-d embeddings (with some
+  planted near-copies) against the full N×N similarity matrix, each run in a fresh process,
+  interleaved; both must find the same pairs.
+pages: milliseconds for one page of each cleaner list over N synthetic scored images (no images
+  on disk, no model), the way a request computes it.
+quality: generate pictures of 3 colour classes (with clutter), flip a share of the labels, train once (small resnet18 from
+  scratch), score, and report the share of flipped images among the first 2×(flipped) images by
+  loss, and among the first 2×(flipped) suspected label errors (validation images directly; with
+  --cv k also the training images, from k cross-validation models).
+"""
+import argparse
+import json
+import os
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+# ---- scoring throughput ------------------------------------------------------------------
+
+def build_version(data_dir, arch, size, n_images):
+    """Register an untrained learner as a model version over n generated pictures; return it."""
+    from tests.pictures import jpeg, tinted
+    from webapp import registry, training
+    from webapp.store import Dataset
+
+    rng = random.Random(0)
+    ds = Dataset(data_dir)
+    for i in range(n_images):
+        label = "red" if i % 2 else "blue"
+        ds.add_image(jpeg(tinted(label, rng, rng.choice([256, 320, 400]))), label=label, write_csv=False)
+    ds.write_cleaned_csv()
+    ds.close()
+    learn = training.build_learner(data_dir, training.TrainOptions(arch=arch, size=size, bs=16),
+                                   pretrained=False)
+    vdir = registry.new_version_dir(data_dir)
+    learn.export(vdir / registry.EXPORT)
+    return registry.record_version(data_dir, vdir, {"arch": arch, "size": size}, "bench", arch, size)
+
+
+def throughput(args):
+    import torch
+
+    from webapp import registry, scoring
+    from webapp.classifier import Classifier
+
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        version = build_version(tmp, args.arch, args.size, args.images)
+        clf = Classifier(registry.load_learner_verified(tmp, version))
+        rows = scoring.labeled_images(tmp)
+
+        def two_passes(pics):
+            return clf.probabilities(pics), clf.embed(pics)
+
+        ways = {"one pass (scoring.forward)": lambda p: scoring.forward(clf, p),
+                "two passes (probabilities + embed)": two_passes}
+        seconds = {w: [] for w in ways}
+        scoring.score_version(tmp, version, batch_size=args.batch)  # warm up, and the real path
+        for _ in range(args.rounds):
+            for name, fn in ways.items():
+                started = time.perf_counter()
+                for s in range(0, len(rows), args.batch):
+                    pics, _, _ = scoring.load_pictures(tmp, rows[s:s + args.batch])
+                    fn(pics)
+                seconds[name].append(time.perf_counter() - started)
+        started = time.perf_counter()
+        meta = scoring.score_version(tmp, version, batch_size=args.batch)
+        whole = time.perf_counter() - started
+    print(f"scoring throughput: {args.arch} at {args.size} px, {args.images} images, batch {args.batch}, "
+          f"{args.threads} torch threads, {args.rounds} interleaved rounds (median)")
+    rates = {}
+    for name, secs in seconds.items():
+        rates[name] = args.images / statistics.median(secs)
+        print(f"  {name:36s} {rates[name]:7.1f} images/s")
+    one, two = rates.values()
+    print(f"  ratio one pass / two passes: {one / two:.2f}x")
+    print(f"  score_version end to end (load learner, decode, score, save, pair search): "
+          f"{meta['images'] / whole:.1f} images/s ({whole:.1f} s)")
+
+
+# ---- duplicate search ----------------------------------------------------------------------
+
+def embeddings(n, dim, seed=0):
+    """Return n random float16 embeddings, 1% of them near-copies of others."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, dim)).astype(np.float32)
+    copies = rng.choice(n, size=(n // 100, 2), replace=False)
+    x[copies[:, 1]] = x[copies[:, 0]] + rng.normal(scale=0.1, size=(len(copies), dim))
+    return x.astype(np.float16)
+
+
+def search_child(way, n, dim, threshold):
+    """Run one search in this (fresh) process; print seconds, peak memory growth and pairs."""
+    import torch
+
+    from webapp import near_duplicates
+
+    x = embeddings(n, dim)
+    torch.set_num_threads(2)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    if way == "tiled":
+        p = near_duplicates.similar_pairs(x, threshold)
+        found = set(zip(p.first.tolist(), p.second.tolist()))
+    else:
+        t = torch.nn.functional.normalize(torch.as_tensor(x.astype(np.float32)), dim=1)
+        sims = (t @ t.T).triu_(diagonal=1)
+        i, j = torch.nonzero(sims >= threshold, as_tuple=True)
+        found = set(zip(i.tolist(), j.tolist()))
+    seconds = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base
+    print(json.dumps({"seconds": seconds, "peak_mb": peak / 1024, "pairs": len(found),
+                      "digest": hash(frozenset(found))}))
+
+
+def duplicates(args):
+    results = {"tiled": [], "full": []}
+    for _ in range(args.rounds):
+        for way in results:
+            out = subprocess.run([sys.executable, __file__, "_search", way, str(args.n), str(args.dim),
+                                  str(args.threshold)], capture_output=True, text=True, check=True,
+                                 env={**os.environ, "PYTHONHASHSEED": "0"})
+            results[way].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    print(f"near-duplicate search: {args.n} random {args.dim}-d embeddings, {args.n // 100} planted "
+          f"near-copies, threshold {args.threshold}, 2 torch threads, {args.rounds} interleaved rounds "
+          "(fresh process each; median)")
+    med = {}
+    for way, runs in results.items():
+        med[way] = {k: statistics.median(r[k] for r in runs) for k in ("seconds", "peak_mb")}
+        print(f"  {way:6s} {med[way]['seconds']:6.2f} s  peak memory +{med[way]['peak_mb']:7.0f} MB  "
+              f"pairs {runs[0]['pairs']}")
+    same = len({r["digest"] for runs in results.values() for r in runs}) == 1
+    print(f"  same pairs found: {'yes' if same else 'NO'}")
+    print(f"  tiled / full: time {med['tiled']['seconds'] / med['full']['seconds']:.2f}x, "
+          f"peak memory {med['tiled']['peak_mb'] / med['full']['peak_mb']:.3f}x "
+          f"(an N×N float32 matrix is {args.n * args.n * 4 / 2**20:.0f} MB)")
+
+
+# ---- page latency --------------------------------------------------------------------------
+
+def fill_synthetic(data_dir, n, classes=("cat", "dog", "fox", "owl"), seed=0):
+    """Insert n image rows (no files) and made-up scores with pairs; return the version."""
+    from tests.cleaning_data import fake_cv_scores, fake_scores
+    from webapp import db, store
+
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, len(classes), n)
+    with db.session(data_dir) as conn, db.transaction(conn):
+        for c in classes:
+            conn.execute("INSERT INTO classes(name, created) VALUES (?, ?)", (c, store.now()))
+        conn.executemany(
+            "INSERT INTO images(id, sha256, path, width, height, format, label, is_valid, source, added) "
+            "VALUES (?, ?, ?, 1, 1, 'PNG', ?, ?, 'bench', ?)",
+            [(i + 1, f"{i:064x}", f"images/{i:064x}.png", classes[labels[i]], int(rng.random() < 0.2),
+              store.now()) for i in range(n)])
+    logits = rng.normal(size=(n, len(classes))) + 3 * np.eye(len(classes))[labels]
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    ids = np.arange(1, n + 1)
+    version = fake_scores(data_dir, ids, classes, probs, embeddings=embeddings(n, 512))
+    fake_cv_scores(data_dir, ids, classes, probs)
+    return version
+
+
+def pages(args):
+    from webapp import cleaning
+    from webapp.store import Dataset
+
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        version = fill_synthetic(tmp, args.n)
+        setup = time.perf_counter() - started
+        ds = Dataset(tmp)
+        lists = {
+            "top losses, all classes": lambda c: c.top_losses(offset=0, limit=48),
+            "top losses, one class, valid": lambda c: c.top_losses(label="dog", split="valid", limit=48),
+            "top losses, page 200": lambda c: c.top_losses(offset=48 * 199, limit=48),
+            "near-duplicates >= 0.95": lambda c: c.duplicates(0.95, 0, 20),
+            "suspected label errors": lambda c: c.label_issues(0, 36),
+        }
+        times = {k: [] for k in lists}
+        for _ in range(args.rounds):
+            for name, fn in lists.items():
+                t = time.perf_counter()
+                fn(cleaning.Cleaner(ds, version))  # a request builds its Cleaner anew
+                times[name].append(time.perf_counter() - t)
+        ds.close()
+    print(f"cleaner pages over {args.n} scored images (4 classes; setup incl. pair search {setup:.1f} s); "
+          f"{args.rounds} interleaved rounds, median (first round incl. cleanlab's ranking, then cached)")
+    for name, secs in times.items():
+        print(f"  {name:32s} {1000 * statistics.median(secs):7.1f} ms  (first {1000 * secs[0]:7.1f} ms)")
+
+
+# ---- quality on generated data -------------------------------------------------------------
+
+COLOURS = {"red": (200, 40, 40), "green": (40, 170, 60), "blue": (40, 60, 200)}
+
+
+def colour_picture(label, rng, size=32):
+    """Return the JPEG bytes of a picture dominated by the class's colour, with random clutter."""
+    from PIL import Image, ImageDraw
+
+    from tests.pictures import jpeg
+
+    jitter = lambda c: max(0, min(255, c + rng.randint(-50, 50)))  # noqa: E731
+    im = Image.new("RGB", (size, size), tuple(jitter(c) for c in COLOURS[label]))
+    d = ImageDraw.Draw(im)
+    for _ in range(4):
+        x, y = rng.randint(0, size - 8), rng.randint(0, size - 8)
+        d.rectangle([x, y, x + rng.randint(3, 10), y + rng.randint(3, 10)],
+                    fill=tuple(rng.randint(0, 255) for _ in range(3)))
+    return jpeg(im)
+
+
+def quality(args):
+    from webapp import cleaning, crossval, scoring, training
+    from webapp.store import Dataset
+
+    rng = random.Random(args.seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        ds = Dataset(tmp)
+        kinds = list(COLOURS)
+        truth = {}
+        for i in range(args.per_class * len(kinds)):
+            kind = kinds[i % len(kinds)]
+            got = ds.add_image(colour_picture(kind, rng), label=kind, write_csv=False)
+            truth[got.image_id] = kind
+        ids = sorted(truth)
+        flipped = set(rng.sample(ids, round(args.flip * len(ids))))
+        for i in flipped:
+            ds.change("relabel", image_id=i, label=rng.choice([k for k in kinds if k != truth[i]]))
+        ds.write_cleaned_csv()
+        opts = training.TrainOptions(arch="resnet18", size=32, epochs=args.epochs, fine_tune_epochs=2,
+                                     bs=8, lr=1e-2, pretrained=False, lr_find_iters=30)
+        started = time.perf_counter()
+        version, metrics = training.train(tmp, opts, log=lambda *a: None)
+        train_s = time.perf_counter() - started
+        scoring.score_version(tmp, version)
+        if args.cv:
+            cv = crossval.cross_validate(tmp, version, args.cv)
+        c = cleaning.Cleaner(ds, version)
+        k = 2 * len(flipped)
+        by_loss = {i["image_id"] for i in c.top_losses(limit=k).items}
+        issues = {i["image_id"] for i in c.label_issues(limit=k).items}
+        judged = c.label_issues(limit=1).total
+        flipped_judged = flipped & set(c.ids[c.out_of_sample()[0]].tolist())
+        ds.close()
+    print(f"quality: {len(ids)} generated pictures of {len(kinds)} colour classes, {len(flipped)} labels "
+          f"flipped ({args.flip:.0%}); resnet18 at 32 px from scratch, {args.epochs}+2 epochs, trained once "
+          f"in {train_s:.0f} s; valid error rate {metrics['error_rate']:.3f}")
+    print(f"  first {k} images by loss (train and valid): {len(by_loss & flipped)} of {len(flipped)} "
+          f"flipped = {len(by_loss & flipped) / len(flipped):.0%}")
+    cov = f"{judged} out-of-sample images" + (f", incl. {args.cv}-fold CV ({cv['seconds']:.0f} s)"
+                                             if args.cv else ": validation only")
+    print(f"  first {k} suspected label errors ({cov}): {len(issues & flipped)} of the "
+          f"{len(flipped_judged)} flipped among them = "
+          f"{len(issues & flipped) / max(1, len(flipped_judged)):.0%}")
+
+
+def main():
+    if sys.argv[1:2] == ["_search"]:
+        way, n, dim, threshold = sys.argv[2:6]
+        return search_child(way, int(n), int(dim), float(threshold))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    t = sub.add_parser("throughput")
+    t.add_argument("--arch", default="resnet34")
+    t.add_argument("--size", type=int, default=224)
+    t.add_argument("--images", type=int, default=128)
+    t.add_argument("--batch", type=int, default=64)
+    t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--rounds", type=int, default=3)
+    d = sub.add_parser("duplicates")
+    d.add_argument("--n", type=int, default=20000)
+    d.add_argument("--dim", type=int, default=512)
+    d.add_argument("--threshold", type=float, default=0.9)
+    d.add_argument("--rounds", type=int, default=2)
+    p = sub.add_parser("pages")
+    p.add_argument("--n", type=int, default=20000)
+    p.add_argument("--rounds", type=int, default=5)
+    q = sub.add_parser("quality")
+    q.add_argument("--per-class", type=int, default=60)
+    q.add_argument("--flip", type=float, default=0.1)
+    q.add_argument("--epochs", type=int, default=2)
+    q.add_argument("--cv", type=int, default=0)
+    q.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    {"throughput": throughput, "duplicates": duplicates, "pages": pages, "quality": quality}[args.what](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""Terminal command for the cleaner: flask --app wsgi score (rescore, and optionally cross-validate)."""
+import click
+from flask import current_app
+from flask.cli import with_appcontext
+
+from . import crossval, jobs
+
+
+class _Bars:
+    """One progress bar per job phase (scoring, then each cross-validation fold)."""
+
+    def __init__(self):
+        self.phase, self.bar = None, None
+
+    def update(self, status):
+        if status["phase"] != self.phase and status["total"]:
+            self.close()
+            self.phase = status["phase"]
+            self.bar = click.progressbar(length=status["total"], label=self.phase.ljust(34), show_pos=True)
+            self.bar.render_progress()
+        if self.bar is not None and status["phase"] == self.phase and status["done"] > self.bar.pos:
+            self.bar.update(status["done"] - self.bar.pos)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.render_finish()
+            self.bar = None
+
+
+@click.command("score")
+@click.option("--version", default=None, help="Model version to score with (default: the active one).")
+@click.option("--cv-folds", default=0, show_default=True,
+              help=f"Also cross-validate the training images with this many folds "
+                   f"({crossval.MIN_FOLDS}-{crossval.MAX_FOLDS}; about k-1 times the version's training time).")
+@click.option("--cv-epochs", default=None, type=int,
+              help="Epochs per fold, in one cycle (default: the version's own recipe).")
+@click.option("--batch-size", default=64, show_default=True)
+@with_appcontext
+def score_command(version, cv_folds, cv_epochs, batch_size):
+    """Score every labeled image for the cleaner (the same job as the page's Rescore button)."""
+    if cv_folds and not crossval.MIN_FOLDS <= cv_folds <= crossval.MAX_FOLDS:
+        raise click.ClickException(f"--cv-folds must be 0 or {crossval.MIN_FOLDS} to {crossval.MAX_FOLDS}")
+    bars = _Bars()
+    try:
+        job = jobs.run_here(current_app.config["DATA_DIR"], "score",
+                            {"version": version, "cv_folds": cv_folds, "cv_epochs": cv_epochs,
+                             "batch_size": batch_size},
+                            on_update=bars.update)
+    except jobs.JobRefused as e:
+        raise click.ClickException(str(e))
+    finally:
+        bars.close()
+    if job["status"] != "succeeded":
+        raise click.ClickException(f"scoring {job['status']} (job #{job['id']}): {job['message']}")
+    click.echo(job["message"])
+
+
+def init_app(app):
+    """Register the command."""
+    app.cli.add_command(score_command)
