@@ -37,8 +37,7 @@ def refused(e):
     """A request the store or the upload checks refuse: 400, saying why; nothing changed."""
     if request.path.endswith(".json"):
         return {"error": _sentence(str(e))}, 400
-    return render_template("label/refused.html", message=_sentence(str(e)),
-                           back=request.referrer or url_for("labeling.index")), 400
+    return render_template("label/refused.html", message=_sentence(str(e))), 400
 
 
 # ---- overview and classes ---------------------------------------------------------------
