@@ -21,6 +21,15 @@ def live(tmp_path):
         yield url, data_dir, ids
 
 
+def logged_in_page(browser, url):
+    page = browser.new_page()
+    page.goto(url + "/login?next=/clean/")
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url("**/clean/")
+    return page
+
+
 def shown_ids(page):
     return [int(x) for x in page.locator(".clean-card").evaluate_all(
         "cards => cards.map(c => c.dataset.imageId)")]
@@ -28,10 +37,7 @@ def shown_ids(page):
 
 def test_relabel_delete_switch_class_and_back_then_undo_the_delete(browser, live):
     url, data_dir, ids = live
-    page = browser.new_page()
-    page.goto(url + "/login?next=/clean/")
-    page.fill("#password", PASSWORD)
-    page.click("button[type=submit]")
+    page = logged_in_page(browser, url)
     page.goto(url + "/clean/?label=red")
     reds = shown_ids(page)
     assert len(reds) == 6
@@ -77,11 +83,7 @@ def test_relabel_delete_switch_class_and_back_then_undo_the_delete(browser, live
 
 def test_select_many_and_keep_them_at_once_then_see_pairs_and_history(browser, live):
     url, data_dir, ids = live
-    page = browser.new_page()
-    page.goto(url + "/login?next=/clean/")
-    page.fill("#password", PASSWORD)
-    page.click("button[type=submit]")
-    page.goto(url + "/clean/")
+    page = logged_in_page(browser, url)
     first_two = shown_ids(page)[:2]
     page.keyboard.press("j")
     page.keyboard.press(" ")

@@ -162,38 +162,38 @@ def save_pairs(version_dir, ids, embeddings):
                 first=first, second=second, similarity=sims)
 
 
-def load_scores(data_dir, version, embeddings=True):
-    """Return a version's Scores, or None when it has not been scored."""
+def load_arrays(data_dir, version, npz, meta_name, names):
+    """Return (meta, {name: array}) stored with a version, or None when they are not there."""
     vdir = registry.models_dir(data_dir) / version
     try:
-        meta = json.loads((vdir / SCORES_META).read_text())
-        with np.load(vdir / SCORES) as z:
-            return Scores(version, meta["vocab"], z["image_ids"], z["probs"],
-                          z["embeddings"] if embeddings else None, meta)
+        meta = json.loads((vdir / meta_name).read_text())
+        with np.load(vdir / npz) as z:
+            return meta, {n: z[n] for n in names}
     except FileNotFoundError:
         return None
+
+
+def load_scores(data_dir, version, embeddings=True):
+    """Return a version's Scores, or None when it has not been scored."""
+    names = ("image_ids", "probs", "embeddings") if embeddings else ("image_ids", "probs")
+    got = load_arrays(data_dir, version, SCORES, SCORES_META, names)
+    if got is None:
+        return None
+    meta, a = got
+    return Scores(version, meta["vocab"], a["image_ids"], a["probs"], a.get("embeddings"), meta)
 
 
 def load_cv_scores(data_dir, version):
     """Return the out-of-fold Scores of a version's training images, or None."""
-    vdir = registry.models_dir(data_dir) / version
-    try:
-        meta = json.loads((vdir / CV_META).read_text())
-        with np.load(vdir / CV_SCORES) as z:
-            return Scores(version, meta["vocab"], z["image_ids"], z["probs"], None, meta)
-    except FileNotFoundError:
-        return None
+    got = load_arrays(data_dir, version, CV_SCORES, CV_META, ("image_ids", "probs"))
+    return None if got is None else Scores(version, got[0]["vocab"], got[1]["image_ids"],
+                                           got[1]["probs"], None, got[0])
 
 
 def load_pairs(data_dir, version):
     """Return (first ids, second ids, similarities, meta) stored for a version, or None."""
-    vdir = registry.models_dir(data_dir) / version
-    try:
-        meta = json.loads((vdir / PAIRS_META).read_text())
-        with np.load(vdir / PAIRS) as z:
-            return z["first"], z["second"], z["similarity"], meta
-    except FileNotFoundError:
-        return None
+    got = load_arrays(data_dir, version, PAIRS, PAIRS_META, ("first", "second", "similarity"))
+    return None if got is None else (got[1]["first"], got[1]["second"], got[1]["similarity"], got[0])
 
 
 def run_job(job):
