@@ -138,7 +138,7 @@ def download(dataset, urls, limits, label=None, workers=DEFAULT_WORKERS, on_outc
     holds more than that many bodies in memory. `on_outcome(outcome, n_done)` may raise (a
     cancelled job): fetches not started are dropped and nothing is stored after it.
     """
-    workers = max(1, min(int(workers or DEFAULT_WORKERS), MAX_WORKERS))
+    workers = clamp_workers(workers)
     pending = iter(urls)
     outcomes, running = [], {}
     pool = ThreadPoolExecutor(workers, thread_name_prefix="download")
@@ -176,9 +176,14 @@ def fetch_limits(settings):
                         allow_nets=fetch.parse_allow_nets(settings["FETCH_ALLOW_NETS"]))
 
 
+def clamp_workers(workers):
+    """Return how many downloads run at a time: the request, within 1 and MAX_WORKERS."""
+    return max(1, min(int(workers or DEFAULT_WORKERS), MAX_WORKERS))
+
+
 def job_params(cfg, urls, label=None, workers=DEFAULT_WORKERS, actor="admin"):
     """Return a download job's parameters: the list and the app settings its process needs."""
-    return {"urls": list(urls), "label": label, "workers": workers, "actor": actor,
+    return {"urls": list(urls), "label": label, "workers": clamp_workers(workers), "actor": actor,
             "store": {k: cfg[k] for k in STORE_SETTINGS},
             "fetch": {k: cfg[k] for k in FETCH_SETTINGS}}
 
@@ -191,7 +196,7 @@ def job_dataset(job):
 def run_job(job):
     """The download job: every URL fetched in parallel, stored, and reported as an item."""
     urls, label = job.params["urls"], job.params.get("label")
-    workers = max(1, min(int(job.params.get("workers") or DEFAULT_WORKERS), MAX_WORKERS))
+    workers = clamp_workers(job.params.get("workers"))
     counts = Counter()
     job.progress(0, len(urls), phase="downloading",
                  message=f"Downloading {len(urls)} URLs, {workers} at a time"
