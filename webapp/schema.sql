@@ -94,3 +94,12 @@ CREATE TABLE IF NOT EXISTS clean_kept (
     undone      TEXT                         -- when it was undone
 );
 CREATE INDEX IF NOT EXISTS clean_kept_live ON clean_kept(image_id) WHERE undone IS NULL;
+
+-- The active model's suggestion for an unlabeled image (webapp/unlabeled.py), per model version.
+CREATE TABLE IF NOT EXISTS suggestions (
+    version    TEXT NOT NULL,                -- model version that made it
+    image_id   INTEGER NOT NULL REFERENCES images(id),
+    label      TEXT NOT NULL,                -- its most likely class
+    confidence REAL NOT NULL,                -- that class's probability
+    PRIMARY KEY (version, image_id)
+);

@@ -1,7 +1,7 @@
 """The unlabeled images as a queue, in the order they came or by the model's confidence.
 
 The active model's suggestion for an unlabeled image (top class and its probability) is kept per
-model version in the `suggestions` table: one image at a time as the queue shows it, or all of
+model version in the `suggestions` table (schema.sql): one image at a time as the queue shows it, or all of
 them at once by the "suggest" job, which the confidence orders need.
 """
 from dataclasses import dataclass
@@ -12,20 +12,6 @@ ORDERS = {"added": "in the order they came",
           "least": "least confident first (what the model most needs)",
           "most": "most confident first (quick to confirm)"}
 BATCH = 16
-_TABLE = """CREATE TABLE IF NOT EXISTS suggestions (
-    version    TEXT NOT NULL,                -- model version that made it
-    image_id   INTEGER NOT NULL REFERENCES images(id),
-    label      TEXT NOT NULL,                -- its most likely class
-    confidence REAL NOT NULL,                -- that class's probability
-    PRIMARY KEY (version, image_id)
-)"""
-
-
-def ensure_table(conn):
-    """Create the suggestions table if this store has none yet."""
-    conn.execute(_TABLE)
-
-
 @dataclass
 class Waiting:
     """One unlabeled image in the queue, with the model's suggestion if there is one."""
@@ -39,7 +25,6 @@ class Waiting:
 
 def queue(conn, version=None, order="added", skipped=(), front=None, limit=2):
     """Return the next unlabeled images: `front` first, skipped ones last, then by `order`."""
-    ensure_table(conn)
     skipped = [int(i) for i in skipped][-500:]
     by = {"least": "s.confidence IS NULL, s.confidence ASC,",
           "most": "s.confidence IS NULL, s.confidence DESC,"}.get(order, "")
@@ -54,7 +39,6 @@ def queue(conn, version=None, order="added", skipped=(), front=None, limit=2):
 
 def counts(conn, version=None):
     """Return (unlabeled images, how many of them have the version's suggestion)."""
-    ensure_table(conn)
     row = conn.execute(
         "SELECT COUNT(*), COUNT(s.image_id) FROM images i "
         "LEFT JOIN suggestions s ON s.image_id = i.id AND s.version = ? "
@@ -64,7 +48,6 @@ def counts(conn, version=None):
 
 def unscored(conn, version):
     """Return the ids of unlabeled images the version has no suggestion for."""
-    ensure_table(conn)
     return [r[0] for r in conn.execute(
         "SELECT i.id FROM images i LEFT JOIN suggestions s ON s.image_id = i.id AND s.version = ? "
         "WHERE i.deleted IS NULL AND i.label IS NULL AND s.image_id IS NULL ORDER BY i.id",
@@ -78,7 +61,6 @@ def suggest(dataset, classifier, image_ids):
     found = {}
     for row, prediction in zip(rows, classifier.predict_batch(pictures)):
         found[row["id"]] = prediction.ranked[0]
-    ensure_table(dataset.conn)
     with db.transaction(dataset.conn):
         dataset.conn.executemany(
             "INSERT OR REPLACE INTO suggestions(version, image_id, label, confidence) "
