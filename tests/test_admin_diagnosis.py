@@ -49,6 +49,12 @@ def test_an_early_spike_training_recovered_from_is_not_an_explosion():
     assert [f.rule for f in diagnose(history, n_classes=2)] == ["none"]
 
 
+def test_a_tiny_loss_growing_a_lot_but_staying_tiny_is_not_an_explosion():
+    # A real run: near-perfect, then still near-perfect; the ratio alone would call it exploding.
+    history = epochs((0.23, 0.000237, 0.0), (0.52, 0.038469, 0.0))
+    assert "lr_too_high" not in [f.rule for f in diagnose(history, n_classes=2)]
+
+
 def test_findings_say_what_fired_with_the_numbers_and_the_lessons_advice():
     (under,) = diagnose(UNDERFITTING)
     assert under.title == "Underfitting"

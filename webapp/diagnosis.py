@@ -16,7 +16,8 @@ made it fire, and the lesson's advice. Pure functions: no fastai, no files.
 import math
 from dataclasses import dataclass
 
-# Validation loss "explodes" when the last epoch's is this many times the best one before it...
+# Validation loss "explodes" when the last epoch's is this many times the best one before it
+# and worse than guessing (ln of the class count; 1.0 when the count is not known)...
 EXPLODE_FACTOR = 5.0
 # ...or this many times the loss of guessing every class equally (ln of the class count): a
 # model that confidently wrong has left the region where the lesson's recipe works.
@@ -59,11 +60,13 @@ def valid_loss_exploded(history, n_classes=None):
             return f"validation loss became {loss} in epoch {i}"
     last_i, last = losses[-1]
     earlier = [loss for _, loss in losses[:-1]]
-    if earlier and last > EXPLODE_FACTOR * min(earlier):
+    guessing = math.log(n_classes) if n_classes and n_classes > 1 else 1.0
+    # Worse than guessing as well: 0.0002 -> 0.04 is a ratio of 160 but still a very good model.
+    if earlier and last > EXPLODE_FACTOR * min(earlier) and last > guessing:
         return (f"validation loss ended at {last:.4g} in epoch {last_i}, "
                 f"{last / min(earlier):.0f}× its best ({min(earlier):.4g})")
-    if n_classes and n_classes > 1 and last > EXPLODE_VS_GUESSING * math.log(n_classes):
-        return (f"validation loss ended at {last:.4g}, far above the {math.log(n_classes):.2f} "
+    if n_classes and n_classes > 1 and last > EXPLODE_VS_GUESSING * guessing:
+        return (f"validation loss ended at {last:.4g}, far above the {guessing:.2f} "
                 f"of guessing among {n_classes} classes")
     return None
 

@@ -7,6 +7,7 @@ cleaned.csv copied beside it). Plots are drawn server-side with matplotlib's Agg
 """
 import io
 import json
+import math
 import os
 import tempfile
 
@@ -158,6 +159,8 @@ def _svg(fig):
 
 def draw_losses(metrics):
     """Draw the loss curves (train per batch, valid per epoch) and the error rate per epoch."""
+    from matplotlib.ticker import MaxNLocator
+
     history = metrics["history"]
     curve = metrics.get("train_curve") or {}
     fig, (ax, ax_err) = _figure(9, 3.4, ncols=2)
@@ -179,9 +182,15 @@ def draw_losses(metrics):
             color="#ff7f0e")
     ax.set_ylabel("loss")
     ax.set_title("Loss")
+    values = [x for x in curve.get("loss", []) + [e.get("valid_loss") for e in history]
+              if x is not None and x > 0 and math.isfinite(x)]
+    if values and max(values) / min(values) > 50:  # one spike must not flatten the rest
+        ax.set_yscale("log")
+        ax.set_title("Loss (log scale)")
     ax.legend(fontsize=8)
     epochs = list(range(len(history)))
     ax_err.plot(epochs, [e.get("error_rate") for e in history], "o-", color="#d62728")
+    ax_err.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_err.set_xlabel("epoch")
     ax_err.set_ylabel("error rate")
     ax_err.set_title("Error rate (validation)")
