@@ -162,3 +162,33 @@ def test_a_zip_over_the_caps_or_not_a_zip_is_refused_before_any_job(tmp_path, ad
         assert r.status_code == 400 and words in r.get_data(as_text=True)
     assert jobs.recent(app.config["DATA_DIR"]) == []
     assert not list((tmp_path / "data" / uploads.STAGING).iterdir())
+
+
+def test_a_zip_larger_than_the_page_upload_cap_is_still_taken(tmp_path):
+    from tests.conftest import AdminSession, make_app
+
+    app = make_app(tmp_path / "data", MAX_CONTENT_LENGTH=1_000_000)
+    admin = AdminSession(app.test_client())
+    admin.login()
+    rng = random.Random(5)
+    big = [(f"red/{i}.png", _noise_png(rng)) for i in range(3)]  # about 1.2 MB together
+    archive = make_zip(big)
+    assert len(archive) > 1_000_000
+    r = admin.client.post("/label/upload-zip", data={"archive": (io.BytesIO(archive), "big.zip"),
+                                                     "csrf_token": admin.csrf_token()},
+                          content_type="multipart/form-data")
+    assert r.status_code == 303
+    job = wait_for(app.config["DATA_DIR"], int(r.headers["Location"].rsplit("/", 1)[1]))
+    assert job["message"] == "Stored 3, duplicates 0, rejected 0."
+    # Without its CSRF token the same upload is refused, and nothing is started.
+    r = admin.client.post("/label/upload-zip", data={"archive": (io.BytesIO(archive), "big.zip")},
+                          content_type="multipart/form-data")
+    assert r.status_code == 400 and len(jobs.recent(app.config["DATA_DIR"])) == 1
+
+
+def _noise_png(rng, size=360):
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.frombytes("RGB", (size, size), rng.randbytes(size * size * 3)).save(buf, "PNG")
+    return buf.getvalue()

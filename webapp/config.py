@@ -23,6 +23,10 @@ def from_environment():
         "MAX_CONTENT_LENGTH": _int("WINNOW_MAX_UPLOAD_BYTES", 20 * 1024 * 1024),
         # An imported export.pkl (resnet50's is about 100 MB) gets its own, larger cap.
         "MAX_MODEL_UPLOAD_BYTES": _int("WINNOW_MAX_MODEL_UPLOAD_BYTES", 500 * 1024 * 1024),
+        # A zip of class folders gets its own upload cap, and caps on what it unpacks to.
+        "MAX_ZIP_UPLOAD_BYTES": _int("WINNOW_MAX_ZIP_UPLOAD_BYTES", 1024 ** 3),
+        "ZIP_MAX_ENTRIES": _int("WINNOW_ZIP_MAX_ENTRIES", 20_000),
+        "ZIP_MAX_BYTES": _int("WINNOW_ZIP_MAX_BYTES", 2 * 1024 ** 3),
         "LOGIN_RATE_LIMIT": os.environ.get("WINNOW_LOGIN_RATE_LIMIT", "10 per minute"),
         # Private networks that server-side fetching may reach (intranets, tests): "a/b,c/d".
         "FETCH_ALLOW_NETS": os.environ.get("WINNOW_FETCH_ALLOW_NETS", ""),
