@@ -1,9 +1,10 @@
 """In a real browser: an admin cleans by loss, switches class and back, and undoes a delete."""
 import csv
 
+import numpy as np
 import pytest
 
-from tests.cleaning_data import add_pictures, fake_scores
+from tests.cleaning_data import add_pictures, fake_cv_scores, fake_scores
 from tests.conftest import ARTIFACTS, PASSWORD, make_app, serving
 from webapp.store import Dataset
 
@@ -15,7 +16,11 @@ def live(tmp_path):
     labels = ["red", "blue"] * 6
     ids = add_pictures(ds, labels, seed=21)
     p_red = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97, 0.99]
-    fake_scores(data_dir, ids, ["blue", "red"], [[1 - p, p] for p in p_red])
+    emb = np.random.default_rng(3).normal(size=(len(ids), 16))
+    emb[5] = emb[4] + 0.01  # one near-duplicate pair
+    probs = [[1 - p, p] for p in p_red]
+    fake_scores(data_dir, ids, ["blue", "red"], probs, embeddings=emb)
+    fake_cv_scores(data_dir, ids, ["blue", "red"], probs)  # as if cross-validated
     ds.close()
     with serving(make_app(data_dir, TESTING=False)) as url:
         yield url, data_dir, ids
@@ -99,4 +104,16 @@ def test_select_many_and_keep_them_at_once_then_see_pairs_and_history(browser, l
     assert "as labelled" in page.text_content("main")
     page.screenshot(path=str(ARTIFACTS / "clean-history.png"), full_page=True)
     page.click("nav.tabs >> text=Near-duplicates")
-    assert "pairs at 0.95 or above" in page.text_content("main")
+    assert "1 pair at 0.95 or above" in page.text_content("main")
+    page.screenshot(path=str(ARTIFACTS / "clean-duplicates.png"), full_page=True)
+    page.click("button:has-text('Keep both')")
+    page.wait_for_selector(".pair .outcome:has-text('Kept')")
+    page.reload()
+    assert "0 pairs at 0.95 or above" in page.text_content("main")
+
+    page.click("nav.tabs >> text=Suspected label errors")
+    first = page.locator(".clean-card:has(button.accept)").first
+    suggested = first.locator("button.accept").text_content().split(": ")[1]
+    first.locator("button.accept").click()
+    page.wait_for_selector(f".clean-card .outcome:has-text('Relabelled as {suggested}')")
+    page.screenshot(path=str(ARTIFACTS / "clean-label-issues.png"), full_page=True)
