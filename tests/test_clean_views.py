@@ -135,6 +135,8 @@ def test_decisions_are_saved_at_once_in_cleaned_csv_and_undo_last_takes_them_bac
     ({"action": "delete", "image_id": "x"}, "is not an image id"),
     ({"action": "delete", "image_id": "999"}, "no image with id 999"),
     ({"action": "relabel", "image_id": "1", "label": "../etc"}, "not a usable class name"),
+    ({"action": "keep", "image_id": "1", "other_id": "two"}, "is not an image id"),
+    ({"action": "keep", "image_id": "1", "other_id": "1"}, "a pair needs two different images"),
 ])
 def test_bad_decisions_are_refused_with_a_reason_and_change_nothing(app, admin, client, scored, form, message):
     before = cleaned_csv(app)

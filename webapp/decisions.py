@@ -53,7 +53,9 @@ def decide(dataset, action, image_ids, label=None, other_id=None, actor="admin")
 
 def keep(conn, image_ids, other_id=None, actor="admin"):
     """Record images (or, with other_id, pairs) as kept; return the decision's batch id."""
-    other = int(other_id) if other_id not in (None, "") else None
+    other = parse_ids([other_id])[0] if other_id not in (None, "") else None
+    if other is not None and other in image_ids:
+        raise DecisionRefused("a pair needs two different images")
     with db.transaction(conn):
         wanted = set(image_ids) | ({other} if other else set())
         live = {r["id"] for r in conn.execute(
