@@ -190,3 +190,24 @@ def test_rescoring_starts_a_score_job_with_the_chosen_folds(admin, client, score
     monkeypatch.setattr(jobs, "start", refuse)
     r = client.post("/clean/rescore", data={"csrf_token": token}, headers={"Accept": "application/json"})
     assert r.status_code == 400 and "train job (#3) is running" in r.get_json()["error"]
+
+
+def test_a_report_can_ask_for_another_versions_lists_but_only_a_registered_one(app, admin, client, scored):
+    from tests.cleaning_data import fake_scores
+    from webapp import registry
+
+    ids, labels, p_red = scored
+    data_dir = app.config["DATA_DIR"]
+    fake_scores(data_dir, ids, ["blue", "red"], [[0.5, 0.5]] * 9 + [[0.001, 0.999]], version="older")
+    (registry.models_dir(data_dir) / "older" / registry.EXPORT).write_bytes(b"a stand-in")
+    registry.record_version(data_dir, registry.models_dir(data_dir) / "older", {}, "test")
+    (registry.models_dir(data_dir) / "ACTIVE").write_text("made-up\n")
+
+    older = client.get("/clean/top-losses.json?version=older&limit=1").get_json()
+    assert older["version"] == "older" and older["items"][0]["image_id"] == ids[9]  # blue, p(red) .999
+    page = client.get("/clean/?version=older").get_data(as_text=True)
+    assert "not the active model" in page
+    assert client.get("/clean/top-losses.json").get_json()["version"] == "made-up"
+    for bad in ("../..", "nope"):
+        r = client.get(f"/clean/top-losses.json?version={bad}")
+        assert r.status_code == 404 and "no model version" in r.get_json()["error"]

@@ -245,6 +245,7 @@ def status(cleaner):
     except registry.ModelError:
         metrics = {}
     out = {"version": cleaner.version, "scored": cleaner.scored, "metrics": metrics,
+           "active": cleaner.version == registry.active_version(cleaner.data_dir),
            "train_seconds": metrics.get("seconds"),
            "cv_cost": {k: crossval.estimate_seconds(metrics, k) for k in (3, 5, 10)}}
     if cleaner.scored:

@@ -18,7 +18,14 @@ def _data_dir():
 
 
 def _cleaner():
-    return cleaning.Cleaner(get_dataset(), registry.active_version(_data_dir()))
+    """The lists of the version asked for (?version=, e.g. from a training report), else the active one."""
+    version = request.args.get("version")
+    if version:
+        try:
+            registry.version_record(_data_dir(), version)  # only registered versions name a folder
+        except registry.ModelError as e:
+            abort(404, description=str(e))
+    return cleaning.Cleaner(get_dataset(), version or registry.active_version(_data_dir()))
 
 
 def _int_arg(name, default, lo, hi):
@@ -61,13 +68,18 @@ def _losses_args():
             "predicted": a.get("predicted") or None}
 
 
+def _list_args(args):
+    """The list arguments plus the version asked for, as the page's links carry them on."""
+    return {**args, "version": request.args.get("version") or None}
+
+
 @bp.route("/")
 @admin_required
 def index():
     cleaner, args = _cleaner(), _losses_args()
     offset = _int_arg("offset", 0, 0, 10**9)
     page = cleaner.top_losses(**args, offset=offset, limit=PER_PAGE["losses"]) if cleaner.scored else None
-    return _render("clean/index.html", cleaner, page=page, args=args)
+    return _render("clean/index.html", cleaner, page=page, args=args, link_args=_list_args(args))
 
 
 @bp.route("/top-losses.json")
@@ -85,7 +97,8 @@ def duplicates():
     cleaner, threshold = _cleaner(), _threshold()
     offset = _int_arg("offset", 0, 0, 10**9)
     page = cleaner.duplicates(threshold, offset, PER_PAGE["pairs"]) if cleaner.scored else None
-    return _render("clean/duplicates.html", cleaner, page=page, threshold=threshold)
+    return _render("clean/duplicates.html", cleaner, page=page, threshold=threshold,
+                   link_args=_list_args({"threshold": threshold}))
 
 
 @bp.route("/duplicates.json")
@@ -104,7 +117,7 @@ def label_issues():
     cleaner = _cleaner()
     offset = _int_arg("offset", 0, 0, 10**9)
     page = cleaner.label_issues(offset, PER_PAGE["issues"]) if cleaner.scored else None
-    return _render("clean/label_issues.html", cleaner, page=page)
+    return _render("clean/label_issues.html", cleaner, page=page, link_args=_list_args({}))
 
 
 @bp.route("/label-issues.json")
