@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import registry
+from . import recorder, registry
 from .manifest import CLEANED_CSV, file_sha256
 
 ARCHS = ("resnet18", "resnet34", "resnet50")
@@ -141,63 +141,6 @@ class TrainingCancelled(Exception):
     """An admin stopped the run; nothing was registered."""
 
 
-def _report_callback(on_progress, should_stop, lr_find_iters):
-    """Return a fastai callback that records epochs and the loss curve, reports batch progress,
-    and stops the fit (CancelFitException: fastai's clean way out) when `should_stop()` says so."""
-    from fastai.callback.core import Callback, CancelFitException
-
-    class Report(Callback):
-        order = 70  # after Recorder, so its log for the epoch is complete
-
-        def __init__(self):
-            self.phase, self.history, self.started = "", [], None
-            self.curve = {"iter": [], "loss": []}  # smoothed train loss per batch, both stages
-            self.stopped = False
-
-        def before_epoch(self):
-            self.started = time.monotonic()
-
-        def after_batch(self):
-            if not self.training:
-                return
-            loss = float(self.smooth_loss)
-            if self.phase == "lr_find":
-                where = dict(epoch=0, n_epochs=1, batch=self.train_iter, n_batches=lr_find_iters)
-            else:
-                self.curve["iter"].append(len(self.curve["iter"]) + 1)
-                self.curve["loss"].append(loss)
-                where = dict(epoch=self.epoch, n_epochs=self.n_epoch, batch=self.iter + 1,
-                             n_batches=self.n_iter)
-            if on_progress:
-                on_progress(phase=self.phase, loss=loss, last_epoch=self.last_epoch, **where)
-            if should_stop and should_stop():
-                self.stopped = True
-                raise CancelFitException()
-
-        def after_epoch(self):
-            if self.phase not in ("frozen", "unfrozen"):
-                return
-            names = self.recorder.metric_names[1:-1]  # drop "epoch" and "time"
-            values = dict(zip(names, self.recorder.log[1:len(names) + 1]))
-            self.history.append({"phase": self.phase, "epoch": len(self.history),
-                                 **{k: _num(v) for k, v in values.items()},
-                                 "seconds": round(time.monotonic() - self.started, 2),
-                                 "iter": len(self.curve["iter"])})
-
-        @property
-        def last_epoch(self):
-            return self.history[-1] if self.history else None
-
-    return Report()
-
-
-def _num(v):
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return None
-
-
 def _finite_or(x, default):
     return float(x) if x is not None and math.isfinite(float(x)) else default
 
@@ -243,20 +186,6 @@ def build_learner(data_dir, opts, pretrained, manifest=None):
     )
     learn = vision_learner(dls, getattr(tvm, opts.arch), metrics=error_rate, pretrained=pretrained)
     return learn
-
-
-def confusion(learn):
-    """Return the validation set's confusion matrix and its most-confused pairs, as
-    ClassificationInterpretation gives them, without keeping every input in memory."""
-    preds, targs = learn.get_preds(dl=learn.dls.valid)
-    vocab = [str(v) for v in learn.dls.vocab]
-    matrix = [[0] * len(vocab) for _ in vocab]
-    for actual, predicted in zip(targs.tolist(), preds.argmax(dim=1).tolist()):
-        matrix[actual][predicted] += 1
-    pairs = [[vocab[a], vocab[p], matrix[a][p]] for a in range(len(vocab))
-             for p in range(len(vocab)) if a != p and matrix[a][p]]
-    pairs.sort(key=lambda pair: -pair[2])
-    return {"classes": vocab, "matrix": matrix}, pairs
 
 
 def _stop_if_asked(report, should_stop=None):
@@ -328,7 +257,7 @@ def train(data_dir, opts=None, on_progress=None, show_bar=False, log=print, shou
         set_seed(opts.seed, reproducible=True)
         learn = build_learner(data_dir, opts, pretrained, manifest)
         learn.path = Path(work)  # lr_find's temporary weights go here, not into models/
-        report = _report_callback(on_progress, should_stop, opts.lr_find_iters)
+        report = recorder.report_callback(on_progress, should_stop, opts.lr_find_iters)
         learn.add_cb(report)
         if not show_bar:
             learn.remove_cbs([cb for cb in learn.cbs if type(cb).__name__ == "ProgressCallback"])
@@ -339,7 +268,7 @@ def train(data_dir, opts=None, on_progress=None, show_bar=False, log=print, shou
         if on_progress:
             on_progress(phase="export", epoch=0, n_epochs=1, batch=0, n_batches=1, loss=None,
                         last_epoch=report.last_epoch)
-        matrix, most_confused = confusion(learn)
+        matrix, most_confused = recorder.confusion(learn)
         _stop_if_asked(report, should_stop)
         version_dir, onnx = _export(learn, data_dir, manifest, opts, rows, log)
 
