@@ -71,6 +71,10 @@ def test_an_admin_retrains_watches_reads_the_report_and_activates(browser, train
             assert img.evaluate(LOADED_WIDTH) > 0
         assert page.locator("table.confusion a[href^='/clean/?actual=']").count() == 4
         page.screenshot(path=str(ARTIFACTS / "admin-report.png"), full_page=True)
+        page.locator("table.confusion a").first.click()  # blue predicted as blue, in the cleaner
+        page.wait_for_url("**/clean/?actual=blue&predicted=blue*")
+        assert f"version={version}" in page.url and "went wrong" not in page.text_content("main")
+        page.go_back()
 
         page.click("text=Activate this version")
         assert f"Model {version} is now active" in page.text_content("main")

@@ -80,7 +80,7 @@ def test_the_report_reads_like_the_lesson(site):
     assert "fit_one_cycle(2, 1.0e-02), whole network" in page  # from scratch: nothing frozen
     assert "unfreeze(); fit_one_cycle(2, slice(" in page
     assert "trained from scratch (no ImageNet weights)" in page
-    assert 'href="/clean/?actual=blue&amp;predicted=red"' in page
+    assert f'href="/clean/?actual=blue&amp;predicted=red&amp;version={v1}"' in page
     assert "64 images scored" not in page  # the fixture's version was never scored
     for name in ("losses", "lr_find", "confusion"):
         r = admin.client.get(f"/admin/models/{v1}/plots/{name}.svg")

@@ -65,15 +65,17 @@ def model(version):
         info = report.version_report(_data_dir(), version)
     except registry.ModelError as e:
         abort(404, description=str(e))
-    return render_template("admin/model.html", version=version, r=info, clean_url=_clean_url)
+    return render_template("admin/model.html", version=version, r=info,
+                           clean_url=lambda actual, predicted: _clean_url(actual, predicted, version))
 
 
-def _clean_url(actual, predicted):
-    """Link to the cleaner filtered to one confusion-matrix cell."""
+def _clean_url(actual, predicted, version):
+    """Link to the cleaner filtered to one confusion-matrix cell, with this version's scores."""
+    args = {"actual": actual, "predicted": predicted, "version": version}
     try:
-        return url_for("cleaning.index", actual=actual, predicted=predicted)
+        return url_for("cleaning.index", **args)
     except BuildError:  # the cleaning pages are not registered in this app: their documented path
-        return "/clean/?" + urlencode({"actual": actual, "predicted": predicted})
+        return "/clean/?" + urlencode(args)
 
 
 @bp.route("/models/<version>/plots/<name>.svg")
