@@ -4,7 +4,7 @@ import csv
 import numpy as np
 import pytest
 
-from tests.cleaning_data import add_pictures, fake_scores, two_class_probs
+from tests.cleaning_data import add_pictures, fake_scores
 from webapp import jobs
 from webapp.store import Dataset
 

@@ -16,7 +16,8 @@ class _Bars:
         if status["phase"] != self.phase and status["total"]:
             self.close()
             self.phase = status["phase"]
-            self.bar = click.progressbar(length=status["total"], label=self.phase.ljust(34), show_pos=True)
+            self.bar = click.progressbar(length=status["total"], label=self.phase.ljust(34),
+                                         show_pos=True)
             self.bar.render_progress()
         if self.bar is not None and status["phase"] == self.phase and status["done"] > self.bar.pos:
             self.bar.update(status["done"] - self.bar.pos)
@@ -31,7 +32,8 @@ class _Bars:
 @click.option("--version", default=None, help="Model version to score with (default: the active one).")
 @click.option("--cv-folds", default=0, show_default=True,
               help=f"Also cross-validate the training images with this many folds "
-                   f"({crossval.MIN_FOLDS}-{crossval.MAX_FOLDS}; about k-1 times the version's training time).")
+                   f"({crossval.MIN_FOLDS}-{crossval.MAX_FOLDS}; about k-1 times the version's "
+                   "training time).")
 @click.option("--cv-epochs", default=None, type=int,
               help="Epochs per fold, in one cycle (default: the version's own recipe).")
 @click.option("--batch-size", default=64, show_default=True)
@@ -39,7 +41,8 @@ class _Bars:
 def score_command(version, cv_folds, cv_epochs, batch_size):
     """Score every labeled image for the cleaner (the same job as the page's Rescore button)."""
     if cv_folds and not crossval.MIN_FOLDS <= cv_folds <= crossval.MAX_FOLDS:
-        raise click.ClickException(f"--cv-folds must be 0 or {crossval.MIN_FOLDS} to {crossval.MAX_FOLDS}")
+        raise click.ClickException(
+            f"--cv-folds must be 0 or {crossval.MIN_FOLDS} to {crossval.MAX_FOLDS}")
     bars = _Bars()
     try:
         job = jobs.run_here(current_app.config["DATA_DIR"], "score",

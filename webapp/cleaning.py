@@ -55,7 +55,8 @@ class Cleaner:
     def __init__(self, dataset, version):
         self.dataset, self.version = dataset, version
         self.data_dir = dataset.data_dir
-        self.scores = scoring.load_scores(self.data_dir, version, embeddings=False) if version else None
+        self.scores = (scoring.load_scores(self.data_dir, version, embeddings=False)
+                       if version else None)
         if self.scores is not None:
             self._align()
 
@@ -80,7 +81,8 @@ class Cleaner:
         self.label_idx = np.fromiter((index.get(lbl, -1) for lbl in self.labels), np.int64,
                                      len(here))
         known = self.label_idx >= 0
-        given = np.where(known, self.probs[np.arange(len(here)), np.maximum(self.label_idx, 0)], np.nan)
+        picked = self.probs[np.arange(len(here)), np.maximum(self.label_idx, 0)]
+        given = np.where(known, picked, np.nan)
         with np.errstate(divide="ignore"):
             self.loss = -np.log(np.clip(given, 1e-12, 1))
         self.prob_given = given
@@ -93,14 +95,16 @@ class Cleaner:
         loss = self.loss[n]
         return {"image_id": int(self.ids[n]), "name": self.names[n], "label": self.labels[n],
                 "split": "valid" if self.valid[n] else "train",
-                "predicted": self.vocab[self.pred[n]], "confidence": round(float(self.confidence[n]), 4),
+                "predicted": self.vocab[self.pred[n]],
+                "confidence": round(float(self.confidence[n]), 4),
                 "loss": None if np.isnan(loss) else round(float(loss), 4),
                 "score": None if score is None or np.isnan(score) else round(float(score), 4)}
 
     def _split_mask(self, split):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {', '.join(SPLITS)}")
-        return {"both": np.ones(len(self.ids), bool), "train": ~self.valid, "valid": self.valid}[split]
+        masks = {"both": np.ones(len(self.ids), bool), "train": ~self.valid, "valid": self.valid}
+        return masks[split]
 
     def _not_kept(self):
         kept = decisions.kept_images(self.dataset.conn)
@@ -193,7 +197,8 @@ class Cleaner:
             rows, probs = rows[keep], probs[keep]
         labels = self.label_idx[rows]
         quality, flagged = _cached(
-            ("quality", str(self.data_dir), self.version, _stamp(self.data_dir, self.version, scoring.SCORES),
+            ("quality", str(self.data_dir), self.version,
+             _stamp(self.data_dir, self.version, scoring.SCORES),
              _stamp(self.data_dir, self.version, scoring.CV_SCORES), rows.tobytes(), labels.tobytes()),
             lambda: rank_label_issues(labels, probs))
         order = np.lexsort((quality, ~flagged))
@@ -201,7 +206,8 @@ class Cleaner:
         for k in order[offset:offset + limit]:
             item = self.item(rows[k], quality[k])
             best = int(probs[k].argmax())
-            item.update(suggested=self.vocab[best], suggested_probability=round(float(probs[k][best]), 4),
+            item.update(suggested=self.vocab[best],
+                        suggested_probability=round(float(probs[k][best]), 4),
                         quality=round(float(quality[k]), 4), flagged=bool(flagged[k]))
             items.append(item)
         return Page(items, len(rows), offset, limit)

@@ -59,7 +59,8 @@ def recipe(metrics):
     arch = metrics.get("arch") or opts.get("arch", "resnet34")
     return {"arch": arch,
             "size": int(metrics.get("size") or opts.get("size", 224)),
-            "epochs": int(opts.get("epochs", 4)), "fine_tune_epochs": int(opts.get("fine_tune_epochs", 2)),
+            "epochs": int(opts.get("epochs", 4)),
+            "fine_tune_epochs": int(opts.get("fine_tune_epochs", 2)),
             "bs": int(opts.get("bs", 64)), "seed": int(opts.get("seed", 42)),
             "lr": float(lr), "lr_unfrozen": (float(lo), float(hi)),
             # The folds start where the version started: from ImageNet weights if it did and they

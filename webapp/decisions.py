@@ -115,7 +115,8 @@ def undo_last(dataset, actor=None):
     conn = dataset.conn
     change = dataset.last_change(actor, kinds=UNDO_KINDS)
     keep_row = conn.execute(
-        "SELECT batch, MAX(after_event) AS after_event, MAX(other_id) AS other FROM clean_kept WHERE undone IS NULL "
+        "SELECT batch, MAX(after_event) AS after_event, MAX(other_id) AS other "
+        "FROM clean_kept WHERE undone IS NULL "
         + ("AND actor = ? " if actor else "") + "GROUP BY batch ORDER BY batch DESC LIMIT 1",
         (actor,) if actor else ()).fetchone()
     change_end = conn.execute("SELECT MAX(id) FROM events WHERE change_id = ?",

@@ -18,7 +18,7 @@ def _data_dir():
 
 
 def _cleaner():
-    """The lists of the version asked for (?version=, e.g. from a training report), else the active one."""
+    """Return the lists of the version asked for (?version=, from a report), else the active one."""
     version = request.args.get("version")
     if version:
         try:
@@ -41,7 +41,8 @@ def _int_arg(name, default, lo, hi):
 
 def _threshold():
     try:
-        return cleaning.near_duplicates.check_threshold(request.args.get("threshold", DEFAULT_THRESHOLD))
+        raw = request.args.get("threshold", DEFAULT_THRESHOLD)
+        return cleaning.near_duplicates.check_threshold(raw)
     except ValueError:
         abort(400, description="threshold must be a number above 0 and at most 1")
 
@@ -78,7 +79,8 @@ def _list_args(args):
 def index():
     cleaner, args = _cleaner(), _losses_args()
     offset = _int_arg("offset", 0, 0, 10**9)
-    page = cleaner.top_losses(**args, offset=offset, limit=PER_PAGE["losses"]) if cleaner.scored else None
+    page = (cleaner.top_losses(**args, offset=offset, limit=PER_PAGE["losses"])
+            if cleaner.scored else None)
     return _render("clean/index.html", cleaner, page=page, args=args, link_args=_list_args(args))
 
 
@@ -124,7 +126,8 @@ def label_issues():
 @admin_required
 def label_issues_json():
     cleaner = _scored_or_409(_cleaner())
-    page = cleaner.label_issues(_int_arg("offset", 0, 0, 10**9), _int_arg("limit", 100, 1, MAX_LIMIT))
+    page = cleaner.label_issues(_int_arg("offset", 0, 0, 10**9),
+                                _int_arg("limit", 100, 1, MAX_LIMIT))
     return jsonify(version=cleaner.version, total=page.total, items=page.items,
                    ranked_by="label quality (self-confidence), lowest first")
 
