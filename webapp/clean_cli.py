@@ -4,28 +4,7 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from . import crossval, jobs
-
-
-class _Bars:
-    """One progress bar per job phase (scoring, then each cross-validation fold)."""
-
-    def __init__(self):
-        self.phase, self.bar = None, None
-
-    def update(self, status):
-        if status["phase"] != self.phase and status["total"]:
-            self.close()
-            self.phase = status["phase"]
-            self.bar = click.progressbar(length=status["total"], label=self.phase.ljust(34),
-                                         show_pos=True)
-            self.bar.render_progress()
-        if self.bar is not None and status["phase"] == self.phase and status["done"] > self.bar.pos:
-            self.bar.update(status["done"] - self.bar.pos)
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.render_finish()
-            self.bar = None
+from .training_job import TerminalProgress
 
 
 @click.command("score")
@@ -43,7 +22,7 @@ def score_command(version, cv_folds, cv_epochs, batch_size):
     if cv_folds and not crossval.MIN_FOLDS <= cv_folds <= crossval.MAX_FOLDS:
         raise click.ClickException(
             f"--cv-folds must be 0 or {crossval.MIN_FOLDS} to {crossval.MAX_FOLDS}")
-    bars = _Bars()
+    bars = TerminalProgress()  # a bar per phase: scoring, then each fold
     try:
         job = jobs.run_here(current_app.config["DATA_DIR"], "score",
                             {"version": version, "cv_folds": cv_folds, "cv_epochs": cv_epochs,

@@ -5,6 +5,7 @@ losses come from the stored probabilities and each image's CURRENT label, delete
 out, and images or pairs an admin kept (decisions.py) are no longer suggested.
 """
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -233,10 +234,12 @@ def rank_label_issues(labels, probs):
     probs = np.asarray(probs, np.float64)
     probs = probs / probs.sum(1, keepdims=True).clip(1e-12)
     quality = get_label_quality_scores(labels, probs, method="self_confidence")
-    try:
-        flagged = find_label_issues(labels, probs, filter_by="prune_by_noise_rate", n_jobs=1)
-    except (ValueError, AssertionError):  # e.g. a class with no example among these rows
-        flagged = quality < 0.5
+    with warnings.catch_warnings():  # "too few examples in class k": small classes are normal here
+        warnings.simplefilter("ignore", UserWarning)
+        try:
+            flagged = find_label_issues(labels, probs, filter_by="prune_by_noise_rate", n_jobs=1)
+        except (ValueError, AssertionError):  # e.g. a class with no example among these rows
+            flagged = quality < 0.5
     return np.asarray(quality), np.asarray(flagged, bool)
 
 
