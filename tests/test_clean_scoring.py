@@ -60,6 +60,20 @@ def test_rescoring_is_a_job_and_a_missing_file_is_reported_not_fatal(trained_cop
     scores = scoring.load_scores(data_dir, version)
     assert gone["id"] not in scores.image_ids and scores.meta["failed"] == [gone["id"]]
 
+    # The cleaner's pages read these real scores: the model learned red and blue, so the
+    # lowest-loss red images are predicted red.
+    from tests.conftest import AdminSession, make_app
+
+    client = make_app(data_dir).test_client()
+    AdminSession(client).login()
+    red = client.get("/clean/top-losses.json?label=red&limit=1000").get_json()
+    assert red["version"] == version and red["total"] == sum(
+        1 for r in scoring.labeled_images(data_dir) if r["label"] == "red" and r["id"] != gone["id"])
+    assert red["items"][-1]["predicted"] == "red"
+    assert client.get("/clean/?label=red").status_code == 200
+    assert client.get("/clean/duplicates").status_code == 200
+    assert client.get("/clean/label-issues.json").status_code == 200
+
 
 def test_rescoring_without_a_model_fails_with_a_reason(tmp_path):
     job = jobs.run_here(tmp_path, "score", {})
