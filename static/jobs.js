@@ -34,7 +34,17 @@
     text(root, ".job-percent", job.percent !== null ? `${job.percent}%` : "");
     text(root, ".job-eta", job.eta_seconds !== null ? `about ${Math.round(job.eta_seconds)} s left` : "");
     text(root, ".job-message", job.message || "");
-    text(root, ".job-detail", job.detail ? JSON.stringify(job.detail) : "");
+    const detail = root.querySelector(".job-detail");
+    if (detail) {
+      detail.replaceChildren(...Object.entries(job.detail || {}).map(([k, v]) => {
+        const span = document.createElement("span");
+        const strong = document.createElement("strong");
+        span.textContent = `${k.replaceAll("_", " ")}: `;
+        strong.textContent = v;
+        span.appendChild(strong);
+        return span;
+      }));
+    }
     const counts = document.querySelector(".job-counts");
     if (counts && job.counts) {
       counts.textContent = Object.entries(job.counts).map(([k, n]) => `${k}: ${n}`).join("  ");
