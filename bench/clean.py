@@ -6,7 +6,7 @@
     .venv/bin/python bench/clean.py quality [--per-class 60] [--flip 0.1] [--epochs 2] [--cv 0]
 
 throughput: images/s of scoring at 224 px with an (untrained: speed does not depend on the
-  weights) resnet34, one forward pass for probabilities and embedding (what scoring.py does)
+  weights) resnet34, one forward pass for probabilities and embedding (Classifier.scores, what scoring.py uses)
   against two (Classifier.probabilities then Classifier.embed), interleaved round by round.
 duplicates: time and peak memory of the tiled search over N random 512-d embeddings (with some
   planted near-copies) against the full N×N similarity matrix, each run in a fresh process,
@@ -73,7 +73,7 @@ def throughput(args):
         def two_passes(pics):
             return clf.probabilities(pics), clf.embed(pics)
 
-        ways = {"one pass (scoring.forward)": lambda p: scoring.forward(clf, p),
+        ways = {"one pass (Classifier.scores)": clf.scores,
                 "two passes (probabilities + embed)": two_passes}
         seconds = {w: [] for w in ways}
         scoring.score_version(tmp, version, batch_size=args.batch)  # warm up, and the real path

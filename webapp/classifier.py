@@ -68,8 +68,17 @@ class Classifier:
 
     def embed(self, images):
         """Return the penultimate activations (input of the last layer) as an (n, d) array."""
+        return self.scores(images)[1]
+
+    def scores(self, images):
+        """Return (probabilities, embeddings) from one pass through the model (torch, always).
+
+        The embedding is the penultimate activations: the head's last layer maps it to the logits.
+        """
         import torch
 
         body, head = self.model[0], self.model[1]
         with torch.inference_mode():
-            return head[:-1](body(self._inputs(images))).float().numpy()
+            feats = head[:-1](body(self._inputs(images)))
+            probs = self.activation(head[-1](feats))
+        return probs.float().numpy(), feats.float().numpy()

@@ -68,21 +68,6 @@ def load_pictures(data_dir, rows):
     return pics, ok, failed
 
 
-def forward(clf, pictures):
-    """Return (probabilities, embeddings) for RGB pictures from ONE pass through the model.
-
-    Classifier.probabilities and Classifier.embed each run the body; scoring needs both, so it
-    splits the head itself: its last layer maps the embedding to the logits.
-    """
-    import torch
-
-    body, head = clf.model[0], clf.model[1]
-    with torch.inference_mode():
-        feats = head[:-1](body(clf._inputs(pictures)))
-        probs = clf.activation(head[-1](feats))
-    return probs.float().numpy(), feats.float().numpy()
-
-
 def score_images(clf, data_dir, rows, progress=None, batch_size=64):
     """Score rows in batches; return (ids, probs, embeddings, failed ids)."""
     ids, probs, embs, failed = [], [], [], []
@@ -93,7 +78,7 @@ def score_images(clf, data_dir, rows, progress=None, batch_size=64):
         pics, ok, bad = load_pictures(data_dir, rows[start:start + batch_size])
         failed += bad
         if pics:
-            p, e = forward(clf, pics)
+            p, e = clf.scores(pics)
             ids += [r["id"] for r in ok]
             probs.append(p)
             embs.append(e.astype(np.float16))
