@@ -13,12 +13,13 @@ does it) switches the model every `--every` seconds, alternating
 
   - every request's outcome: total, failed (anything but 200 with predictions), req/s;
   - for each switch, the lag: from the moment the admin's POST returned to the start of the
-    last request that was still answered by the old version (0 when none was). Requests
+    last request (sent before the next switch began) that was still answered by the old
+    version (0 when none was). Requests
     already in flight may finish on the old model; the lag bounds how long any worker kept
     serving it. The issue's target is every worker on the new version within 2 s;
   - the target line: zero failed requests and every lag <= 2 s.
 
-Usage: .venv/bin/python bench/switch.py [--switches 10] [--every 3] [--concurrency 4]
+Usage: .venv/bin/python bench/switch.py [--switches 10] [--every 3] [--concurrency 4] [--dump F]
 Bounded: at most --max-seconds (default 240) of load, 127.0.0.1 only.
 Exit status 0 when it ran (target met or not), 2 when it could not run.
 """
@@ -138,12 +139,17 @@ def load(port, pictures, concurrency, timeout, stop):
 
 
 def lags(results, switches):
-    """For each (time, old, new) switch: seconds until the last request sent that got `old`."""
+    """For each switch: seconds from its POST's answer to the last request sent that got `old`.
+
+    A switch is (begun, done, old, new): the admin began asking at `begun`, the POST answered
+    at `done`. Only requests sent before the next switch began count: from then on the old
+    version may be the right answer again.
+    """
     out = []
-    for n, (at, old, new) in enumerate(switches):
+    for n, (_, done, old, new) in enumerate(switches):
         until = switches[n + 1][0] if n + 1 < len(switches) else float("inf")
-        late = [sent for sent, _, model, _ in results if at < sent < until and model == old]
-        out.append(max(late) - at if late else 0.0)
+        late = [sent for sent, _, model, _ in results if done < sent < until and model == old]
+        out.append(max(late) - done if late else 0.0)
     return out
 
 
@@ -156,6 +162,7 @@ def parse_args(argv):
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--timeout", type=float, default=30.0)
     p.add_argument("--max-seconds", type=float, default=240.0)
+    p.add_argument("--dump", help="write every request and switch (monotonic times) as JSON here")
     return p.parse_args(argv)
 
 
@@ -184,14 +191,17 @@ def main(argv=None):
                     break
                 old, new, path = ((v1, v2, f"/admin/models/{v2}/activate") if n % 2 == 0
                                   else (v2, v1, "/admin/rollback"))
+                begun = time.monotonic()
                 admin.switch(path)
-                switches.append((time.monotonic(), old, new))
+                switches.append((begun, time.monotonic(), old, new))
                 serve.log(f"switch {n + 1}: {old} -> {new} ({path})")
                 time.sleep(args.every)
             stop.set()
             results = pending.result()
             wall = time.monotonic() - started
         report(args, results, switches, lags(results, switches), wall)
+        if args.dump:
+            Path(args.dump).write_text(json.dumps({"switches": switches, "results": results}))
         return 0
     except serve.BenchError as e:
         serve.log(f"benchmark failed: {e}")
