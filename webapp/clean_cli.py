@@ -1,10 +1,9 @@
 """Terminal command for the cleaner: flask --app wsgi score (rescore, and optionally cross-validate)."""
 import click
-from flask import current_app
 from flask.cli import with_appcontext
 
-from . import crossval, jobs
-from .training_job import TerminalProgress
+from . import crossval
+from .cli import run_in_terminal
 
 
 @click.command("score")
@@ -22,19 +21,8 @@ def score_command(version, cv_folds, cv_epochs, batch_size):
     if cv_folds and not crossval.MIN_FOLDS <= cv_folds <= crossval.MAX_FOLDS:
         raise click.ClickException(
             f"--cv-folds must be 0 or {crossval.MIN_FOLDS} to {crossval.MAX_FOLDS}")
-    bars = TerminalProgress()  # a bar per phase: scoring, then each fold
-    try:
-        job = jobs.run_here(current_app.config["DATA_DIR"], "score",
-                            {"version": version, "cv_folds": cv_folds, "cv_epochs": cv_epochs,
-                             "batch_size": batch_size},
-                            on_update=bars.update)
-    except jobs.JobRefused as e:
-        raise click.ClickException(str(e))
-    finally:
-        bars.close()
-    if job["status"] != "succeeded":
-        raise click.ClickException(f"scoring {job['status']} (job #{job['id']}): {job['message']}")
-    click.echo(job["message"])
+    run_in_terminal("score", {"version": version, "cv_folds": cv_folds, "cv_epochs": cv_epochs,
+                              "batch_size": batch_size}, "scoring")
 
 
 def init_app(app):

@@ -75,17 +75,25 @@ def _train(params):
         training.preflight(data_dir, training_job.options_from(params))
     except training.TrainingRefused as e:
         raise click.ClickException(str(e))
+    return run_in_terminal("train", params, "training")["result"]["version"]
+
+
+def run_in_terminal(kind, params, name):
+    """Run a job here, the same job the admin pages start, with a bar per phase; return it.
+
+    A refused start or a job that does not succeed ends the command with its message.
+    """
     bars = training_job.TerminalProgress()
     try:
-        job = jobs.run_here(data_dir, "train", params, on_update=bars.update)
+        job = jobs.run_here(current_app.config["DATA_DIR"], kind, params, on_update=bars.update)
     except jobs.JobRefused as e:
         raise click.ClickException(str(e))
     finally:
         bars.close()
     if job["status"] != "succeeded":
-        raise click.ClickException(f"training {job['status']} (job #{job['id']}): {job['message']}")
+        raise click.ClickException(f"{name} {job['status']} (job #{job['id']}): {job['message']}")
     click.echo(job["message"])
-    return job["result"]["version"]
+    return job
 
 
 @click.command("train")
