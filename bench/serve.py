@@ -342,24 +342,29 @@ def cpu_snapshot(server):
 
 # ---- the load -----------------------------------------------------------------------------
 
-def post_picture(port, body, timeout):
-    """POST one picture; return (seconds, None) on success or (seconds, error)."""
-    started = time.perf_counter()
+def classify_once(port, body, timeout):
+    """POST one picture to /api/classify; return (model version, None) or (None, error)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         conn.request("POST", "/api/classify", body=body, headers={"Content-Type": "image/jpeg"})
         resp = conn.getresponse()
         data = resp.read()
         if resp.status != 200:
-            err = f"HTTP {resp.status}"
-        elif not json.loads(data).get("predictions"):
-            err = "no predictions in the answer"
-        else:
-            err = None
+            return None, f"HTTP {resp.status}"
+        answer = json.loads(data)
+        if not answer.get("predictions"):
+            return None, "no predictions in the answer"
+        return answer["model"], None
     except Exception as e:  # timeouts, refused or reset connections, bad JSON: all errors
-        err = f"{type(e).__name__}: {e}"
+        return None, f"{type(e).__name__}: {e}"
     finally:
         conn.close()
+
+
+def post_picture(port, body, timeout):
+    """POST one picture; return (seconds, None) on success or (seconds, error)."""
+    started = time.perf_counter()
+    _, err = classify_once(port, body, timeout)
     return time.perf_counter() - started, err
 
 

@@ -25,7 +25,6 @@ Exit status 0 when it ran (target met or not), 2 when it could not run.
 """
 import argparse
 import concurrent.futures
-import http.client
 import http.cookiejar
 import json
 import os
@@ -102,21 +101,8 @@ class NoRedirect(urllib.request.HTTPRedirectHandler):
 def classify(port, body, timeout):
     """POST one picture; return (sent, answered, model or None, error or None)."""
     sent = time.monotonic()
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("POST", "/api/classify", body=body, headers={"Content-Type": "image/jpeg"})
-        resp = conn.getresponse()
-        data = resp.read()
-        if resp.status != 200:
-            return sent, time.monotonic(), None, f"HTTP {resp.status}"
-        answer = json.loads(data)
-        if not answer.get("predictions"):
-            return sent, time.monotonic(), None, "no predictions"
-        return sent, time.monotonic(), answer["model"], None
-    except Exception as e:  # timeouts, resets, bad JSON: all failures
-        return sent, time.monotonic(), None, f"{type(e).__name__}: {e}"
-    finally:
-        conn.close()
+    model, err = serve.classify_once(port, body, timeout)
+    return sent, time.monotonic(), model, err
 
 
 def load(port, pictures, concurrency, timeout, stop):

@@ -10,15 +10,7 @@
     input.files = dt.files;
     form.submit();
   }
-  ["dragenter", "dragover"].forEach((ev) => form.addEventListener(ev, (e) => {
-    e.preventDefault();
-    form.classList.add("over");
-  }));
-  ["dragleave", "drop"].forEach((ev) => form.addEventListener(ev, () => form.classList.remove("over")));
-  form.addEventListener("drop", (e) => {
-    e.preventDefault();
-    submitFile(e.dataTransfer.files[0]);
-  });
+  window.winnowDropZone(form, (files) => submitFile(files[0]));
   document.addEventListener("paste", (e) => {
     const item = [...e.clipboardData.items].find((i) => i.kind === "file");
     if (item) submitFile(item.getAsFile());

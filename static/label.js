@@ -99,15 +99,7 @@
       e.preventDefault();
       send([...input.files]);
     });
-    ["dragenter", "dragover"].forEach((ev) => form.addEventListener(ev, (e) => {
-      e.preventDefault();
-      form.classList.add("over");
-    }));
-    ["dragleave", "drop"].forEach((ev) => form.addEventListener(ev, () => form.classList.remove("over")));
-    form.addEventListener("drop", (e) => {
-      e.preventDefault();
-      send([...e.dataTransfer.files]);
-    });
+    window.winnowDropZone(form, send);
   }
 
   // ---- an import's page: link the images that jobs.js adds as outcomes arrive ----

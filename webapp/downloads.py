@@ -12,6 +12,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from . import fetch
+from .folders import counts_line
 from .store import Dataset
 
 DEFAULT_WORKERS = 8
@@ -166,8 +167,7 @@ def download(dataset, urls, limits, label=None, workers=DEFAULT_WORKERS, on_outc
 
 def summary(counts):
     """Say what a download did, in one line."""
-    return (f"stored {counts.get('stored', 0)}, duplicates {counts.get('duplicate', 0)}, "
-            f"failed {counts.get('failed', 0)}")
+    return counts_line(counts, failed="failed")
 
 
 def fetch_limits(settings):

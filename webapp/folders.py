@@ -11,6 +11,12 @@ from .store import Added, StoreError, check_class_name
 SKIPPED_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
 
 
+def counts_line(counts, failed="rejected"):
+    """Say what an import did, in one line: stored, duplicates, and rejected (or failed)."""
+    return (f"stored {counts.get('stored', 0)}, duplicates {counts.get('duplicate', 0)}, "
+            f"{failed} {counts.get(failed, 0)}")
+
+
 @dataclass
 class Summary:
     """What an import did, file by file."""
@@ -28,8 +34,7 @@ class Summary:
 
     def lines(self):
         """Return a human summary: totals, then each rejection with its reason."""
-        c = self.counts
-        out = [f"stored {c['stored']}, duplicates {c['duplicate']}, rejected {c['rejected']}"]
+        out = [counts_line(self.counts)]
         out += [f"  rejected {r.name}: {r.reason}" for r in self.results if r.status == "rejected"]
         return out
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .downloads import STORE_SETTINGS, added_detail, job_dataset
-from .folders import SKIPPED_NAMES
+from .folders import SKIPPED_NAMES, counts_line
 from .store import Added, StoreError, check_class_name
 
 MAX_ZIP_ENTRIES = 20_000
@@ -230,13 +230,7 @@ def run_job(job):
         dataset.write_cleaned_csv()
         dataset.close()
         shutil.rmtree(folder, ignore_errors=True)
-    return {**counts, "message": summary(counts).capitalize() + "."}
-
-
-def summary(counts):
-    """Say what an upload did, in one line."""
-    return (f"stored {counts.get('stored', 0)}, duplicates {counts.get('duplicate', 0)}, "
-            f"rejected {counts.get('rejected', 0)}")
+    return {**counts, "message": counts_line(counts).capitalize() + "."}
 
 
 # ---- pictures an admin classified, kept so they can join the dataset --------------------
