@@ -131,7 +131,6 @@ class Job:
         row = self._conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         self.kind, self.params = row["kind"], json.loads(row["params"])
         self._on_update = on_update
-        self._lock = threading.Lock()
         self._cancelled = False
 
     def progress(self, done=None, total=None, phase=None, message=None, detail=None):
@@ -152,18 +151,16 @@ class Job:
             sets.append("detail = ?")
             args.append(json.dumps(detail))
         if sets:
-            with self._lock:
-                self._conn.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id = ?", (*args, self.id))
+            self._conn.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id = ?", (*args, self.id))
         if self._on_update:
             self._on_update(self.status())
         self.check_cancel()
 
     def item(self, key, status, detail=None, image_id=None):
         """Record the outcome of one item (a URL, a file) of the job."""
-        with self._lock:
-            self._conn.execute(
-                "INSERT INTO job_items(job_id, key, status, detail, image_id, at) VALUES (?, ?, ?, ?, ?, ?)",
-                (self.id, key, status, detail, image_id, _now()))
+        self._conn.execute(
+            "INSERT INTO job_items(job_id, key, status, detail, image_id, at) VALUES (?, ?, ?, ?, ?, ?)",
+            (self.id, key, status, detail, image_id, _now()))
 
     def log(self, message):
         """Write a line to the job's log (its stdout)."""
@@ -173,8 +170,7 @@ class Job:
     def cancelled(self):
         """Whether an admin asked this job to stop."""
         if not self._cancelled:
-            with self._lock:
-                row = self._conn.execute("SELECT cancel FROM jobs WHERE id = ?", (self.id,)).fetchone()
+            row = self._conn.execute("SELECT cancel FROM jobs WHERE id = ?", (self.id,)).fetchone()
             self._cancelled = bool(row["cancel"])
         return self._cancelled
 
@@ -185,8 +181,7 @@ class Job:
 
     def status(self):
         """Return this job's status as `status_of` gives it."""
-        with self._lock:
-            row = self._conn.execute("SELECT * FROM jobs WHERE id = ?", (self.id,)).fetchone()
+        row = self._conn.execute("SELECT * FROM jobs WHERE id = ?", (self.id,)).fetchone()
         return status_of(row)
 
     def close(self):
