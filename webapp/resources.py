@@ -1,10 +1,11 @@
 """Per-app resources reached through accessors: the dataset store and the shared learner."""
+import functools
 import logging
 import os
 import threading
 import time
 
-from flask import current_app, g
+from flask import current_app, g, request
 from flask_wtf.csrf import CSRFProtect
 
 from . import metrics, onnx_model, registry
@@ -12,6 +13,22 @@ from .store import Dataset
 
 csrf = CSRFProtect()
 log = logging.getLogger("winnow")
+
+
+def upload_cap(config_key):
+    """Give a route a larger request cap than MAX_CONTENT_LENGTH: the setting `config_key`.
+
+    The CSRF check reads the form, so it runs here, after the cap is raised (and after any
+    decorator above this one, such as admin_required: strangers never get the larger cap).
+    """
+    def decorate(view):
+        @functools.wraps(view)
+        def capped(*args, **kwargs):
+            request.max_content_length = current_app.config[config_key]
+            csrf.protect()
+            return view(*args, **kwargs)
+        return csrf.exempt(capped)
+    return decorate
 
 
 class SharedModel:

@@ -7,7 +7,7 @@ from werkzeug.routing import BuildError
 
 from . import archive, jobs, model_import, registry, report, training, training_job
 from .auth import admin_required
-from .resources import csrf, get_dataset
+from .resources import get_dataset, upload_cap
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -169,11 +169,9 @@ def import_form():
 
 
 @bp.route("/models/import", methods=["POST"])
-@csrf.exempt  # checked below, once the larger upload limit for models is in force
 @admin_required
+@upload_cap("MAX_MODEL_UPLOAD_BYTES")
 def import_model():
-    request.max_content_length = current_app.config.get("MAX_MODEL_UPLOAD_BYTES")
-    csrf.protect()
     upload = request.files.get("file")
     if upload is None or not upload.filename:
         return render_template("admin/import.html", error="Choose an export.pkl file."), 400

@@ -4,7 +4,7 @@ from flask import (Blueprint, abort, current_app, flash, redirect, render_templa
 
 from . import downloads, jobs, unlabeled, uploads
 from .auth import admin_required
-from .resources import csrf, get_dataset, get_model
+from .resources import get_dataset, get_model, upload_cap
 from .store import StoreError, check_class_name
 
 bp = Blueprint("labeling", __name__, url_prefix="/label")
@@ -138,11 +138,9 @@ def upload_json():
 
 
 @bp.route("/upload-zip", methods=["POST"])
-@csrf.exempt  # checked below, once the larger upload limit for zips is in force
 @admin_required
+@upload_cap("MAX_ZIP_UPLOAD_BYTES")
 def upload_zip():
-    request.max_content_length = current_app.config["MAX_ZIP_UPLOAD_BYTES"]
-    csrf.protect()
     archive = request.files.get("archive")
     if not archive or not archive.filename:
         abort(400, description="Choose a zip file of class folders.")
