@@ -1,0 +1,1 @@
+"""The cleaner: scores, cross-validation, near-duplicates, label issues, decisions."""

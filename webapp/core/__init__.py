@@ -1,0 +1,1 @@
+"""The bottom layer: the SQLite connection, image decoding, safe fetching, files, thumbnails."""

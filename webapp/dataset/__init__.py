@@ -1,0 +1,1 @@
+"""The dataset: the store (images, labels, events), cleaned.csv, the unlabeled queue, zips."""

@@ -1,0 +1,1 @@
+"""Getting pictures in: uploads, URL-list downloads, folders of class sub-folders."""

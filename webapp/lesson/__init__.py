@@ -1,0 +1,1 @@
+"""The lesson's own pieces: SGD from scratch, and the demo dataset."""

@@ -1,0 +1,1 @@
+"""Models: the training recipe, the registry of versions, the classifier, reports."""

@@ -1,0 +1,1 @@
+"""The HTTP and terminal edge: blueprints, auth, errors, metrics, resources, the CLI."""

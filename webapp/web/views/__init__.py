@@ -1,0 +1,1 @@
+"""The blueprints, one module each, named for the pages they serve."""
