@@ -1,4 +1,4 @@
 """The WSGI entry point: the one module-level app (gunicorn, flask --app wsgi)."""
-from webapp import create_app
+from webapp.app import create_app
 
 app = create_app()

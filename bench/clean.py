@@ -41,8 +41,8 @@ sys.path.insert(0, str(ROOT))
 def build_version(data_dir, arch, size, n_images):
     """Register an untrained learner as a model version over n generated pictures; return it."""
     from tests.pictures import jpeg, tinted
-    from webapp import registry, training
-    from webapp.store import Dataset
+    from webapp.model import registry, training
+    from webapp.dataset.store import Dataset
 
     rng = random.Random(0)
     ds = Dataset(data_dir)
@@ -61,8 +61,9 @@ def build_version(data_dir, arch, size, n_images):
 def throughput(args):
     import torch
 
-    from webapp import registry, scoring
-    from webapp.classifier import Classifier
+    from webapp.model import registry
+    from webapp.cleaning import scoring
+    from webapp.model.classifier import Classifier
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -120,7 +121,7 @@ def search_child(way, n, dim, threshold):
     """Run one search in this (fresh) process; print seconds, peak memory growth and pairs."""
     import torch
 
-    from webapp import near_duplicates
+    from webapp.cleaning import near_duplicates
 
     torch.set_num_threads(2)
 
@@ -183,7 +184,8 @@ def duplicates(args):
 def fill_synthetic(data_dir, n, classes=("cat", "dog", "fox", "owl"), seed=0):
     """Insert n image rows (no files) and made-up scores with pairs; return the version."""
     from tests.cleaning_data import fake_cv_scores, fake_scores
-    from webapp import db, store
+    from webapp.core import db
+    from webapp.dataset import store
 
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, len(classes), n)
@@ -204,8 +206,8 @@ def fill_synthetic(data_dir, n, classes=("cat", "dog", "fox", "owl"), seed=0):
 
 
 def pages(args):
-    from webapp import cleaning
-    from webapp.store import Dataset
+    from webapp.cleaning import lists as cleaning
+    from webapp.dataset.store import Dataset
 
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
@@ -254,8 +256,9 @@ def colour_picture(label, rng, size=32):
 
 
 def quality(args):
-    from webapp import cleaning, crossval, scoring, training
-    from webapp.store import Dataset
+    from webapp.cleaning import lists as cleaning, crossval, scoring
+    from webapp.model import training
+    from webapp.dataset.store import Dataset
 
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory() as tmp:

@@ -5,7 +5,7 @@
 A local server (127.0.0.1 only, opened to the fetcher the way WINNOW_FETCH_ALLOW_NETS does)
 answers every request after `--delay` seconds with a distinct 256 px JPEG, several requests at a
 time. Each round imports the same list twice into fresh data directories: once with a plain
-loop (webapp.downloads.fetch_one then store_one, one URL after the other: the same fetch and
+loop (webapp.ingest.downloads.fetch_one then store_one, one URL after the other: the same fetch and
 intake code) and once as the download job in its own process (jobs.start, timed until the job
 has finished, process start included). The rounds alternate which goes first, so a noisy,
 shared machine favours neither. Prints each time, the medians and the ratio (target: >= 6x).
@@ -22,8 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from webapp import downloads, jobs  # noqa: E402
-from webapp.store import Dataset  # noqa: E402
+from webapp.ingest import downloads
+from webapp.jobs import runner as jobs
+from webapp.dataset.store import Dataset  # noqa: E402
 
 SETTINGS = {"VALID_PCT": 0.2, "SPLIT_SEED": 42, "MAX_PIXELS": 25_000_000,
             "FETCH_ALLOW_NETS": "127.0.0.1/32", "FETCH_MAX_BYTES": 10 * 1024 * 1024,

@@ -4,8 +4,8 @@
 
 Builds an untrained learner (no ImageNet weights offline; the speed does not depend on the
 weights), exports and reloads it as serving does, then prints the median milliseconds per image
-for learn.predict, the torch serving path (webapp.classifier) and the ONNX Runtime path
-(webapp.onnx_model) at batch 1 and batch 32, the ONNX model alone on a prepared tensor (the
+for learn.predict, the torch serving path (webapp.model.classifier) and the ONNX Runtime path
+(webapp.model.onnx_model) at batch 1 and batch 32, the ONNX model alone on a prepared tensor (the
 ceiling for any preprocessing work), the ratios, and the largest probability
 differences (torch path vs learn.predict must stay below 1e-5; ONNX vs torch below 1e-4).
 """
@@ -25,8 +25,8 @@ def build_model(data_dir, arch, size):
     from fastai.learner import load_learner
 
     from tests.pictures import tinted_set
-    from webapp import training
-    from webapp.store import Dataset
+    from webapp.model import training
+    from webapp.dataset.store import Dataset
 
     ds = Dataset(data_dir)
     for label, data in tinted_set(per_class=8, size=64):
@@ -73,8 +73,8 @@ def main():
 
     import torch
 
-    from webapp.classifier import Classifier
-    from webapp.onnx_model import OnnxClassifier, export_onnx
+    from webapp.model.classifier import Classifier
+    from webapp.model.onnx_model import OnnxClassifier, export_onnx
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:

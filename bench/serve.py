@@ -44,9 +44,9 @@ The model
 ---------
 Speed does not depend on the weights and no pretrained weights are available offline, so the
 model is built, not trained: 16 small generated pictures in two classes go into a temporary
-data dir through webapp.store.Dataset, webapp.training.build_learner makes an untrained
+data dir through webapp.dataset.store.Dataset, webapp.model.training.build_learner makes an untrained
 learner (``TrainOptions(arch, size, bs=8, pretrained=False)``), which is exported to
-models/<version>/export.pkl, recorded with webapp.registry.record_version and activated.
+models/<version>/export.pkl, recorded with webapp.model.registry.record_version and activated.
 Serving then goes through the real path: sha256 check, load_learner, the Classifier.
 
 The load
@@ -153,9 +153,9 @@ def log(msg):
 def build_model(data_dir, arch, size):
     """Fill a data dir with 16 generated pictures and register an untrained learner as active."""
     from tests.pictures import tinted_set
-    from webapp import registry
-    from webapp.store import Dataset
-    from webapp.training import TrainOptions, build_learner
+    from webapp.model import registry
+    from webapp.dataset.store import Dataset
+    from webapp.model.training import TrainOptions, build_learner
 
     ds = Dataset(data_dir)
     try:

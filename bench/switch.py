@@ -48,8 +48,8 @@ TARGET_LAG = 2.0
 
 def add_version(data_dir, arch, size):
     """Register a second untrained learner (its own random weights) as a new version."""
-    from webapp import registry
-    from webapp.training import TrainOptions, build_learner
+    from webapp.model import registry
+    from webapp.model.training import TrainOptions, build_learner
 
     learn = build_learner(data_dir, TrainOptions(arch=arch, size=size, bs=8, pretrained=False),
                           pretrained=False)

@@ -5,7 +5,8 @@ import random
 import numpy as np
 from PIL import Image
 
-from webapp import registry, scoring
+from webapp.model import registry
+from webapp.cleaning import scoring
 
 VERSION = "made-up"
 

@@ -12,8 +12,8 @@ os.environ.setdefault("WINNOW_OFFLINE", "1")  # no network here: never try to do
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 from tests.pictures import tinted_set  # noqa: E402
-from webapp import create_app  # noqa: E402
-from webapp.store import Dataset  # noqa: E402
+from webapp.app import create_app  # noqa: E402
+from webapp.dataset.store import Dataset  # noqa: E402
 
 PASSWORD = "correct horse"
 
@@ -71,7 +71,7 @@ def admin(client):
 @pytest.fixture(scope="session")
 def trained_dir(tmp_path_factory):
     """A data dir with a two-colour dataset and a tiny resnet18 trained on it (once per session)."""
-    from webapp import training
+    from webapp.model import training
 
     data_dir = tmp_path_factory.mktemp("trained") / "data"
     ds = Dataset(data_dir)

@@ -4,7 +4,7 @@ import time
 import urllib.request
 
 from tests.conftest import ARTIFACTS, PASSWORD, make_app, serving
-from webapp import registry
+from webapp.model import registry
 
 LOADED_WIDTH = """i => i.complete ? i.naturalWidth : new Promise(done => {
     i.onload = () => done(i.naturalWidth); i.onerror = () => done(0); })"""

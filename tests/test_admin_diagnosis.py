@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from webapp.diagnosis import diagnose
+from webapp.model.diagnosis import diagnose
 
 
 def epochs(*rows):

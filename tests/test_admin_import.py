@@ -5,8 +5,8 @@ import pytest
 
 from tests.pictures import tinted_set
 from tests.test_admin_versions import post, served, site  # noqa: F401 (site is a fixture)
-from webapp import registry
-from webapp.manifest import file_sha256
+from webapp.model import registry
+from webapp.dataset.manifest import file_sha256
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,10 @@ import pytest
 
 from tests.conftest import AdminSession, make_app
 from tests.test_jobs import wait_for
-from webapp import jobs, registry, scoring
-from webapp.manifest import CLEANED_CSV
+from webapp.jobs import runner as jobs
+from webapp.model import registry
+from webapp.cleaning import scoring
+from webapp.dataset.manifest import CLEANED_CSV
 
 # The tiniest run of the lesson's recipe that still goes through every phase.
 TINY = {"arch": "resnet18", "size": "32", "epochs": "1", "fine_tune_epochs": "1", "lr": "0.01",
@@ -71,7 +73,7 @@ def test_an_admin_starts_a_retrain_a_second_is_refused_and_a_killed_job_changes_
 
 
 def _pid(data_dir, job_id):
-    from webapp import db
+    from webapp.core import db
 
     with db.session(data_dir) as conn:
         return conn.execute("SELECT pid FROM jobs WHERE id = ?", (job_id,)).fetchone()["pid"]
@@ -128,7 +130,7 @@ def test_cancel_stops_fastai_cleanly_and_leaves_no_version(trained_copy):
 
 def test_cancel_while_scoring_takes_the_new_version_away_again(trained_copy, monkeypatch):
     from tests.test_app import second_version
-    from webapp import training
+    from webapp.model import training
 
     data_dir, v1, metrics = trained_copy
     made = []

@@ -9,9 +9,9 @@ import pytest
 from tests.conftest import AdminSession, make_app
 from tests.pictures import jpeg, tinted
 from tests.test_app import second_version
-from webapp import registry
-from webapp.manifest import CLEANED_CSV
-from webapp.store import Dataset
+from webapp.model import registry
+from webapp.dataset.manifest import CLEANED_CSV
+from webapp.dataset.store import Dataset
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """The app serves the active model from its data dir, and says plainly when it cannot."""
 from tests.conftest import make_app
-from webapp import registry
+from webapp.model import registry
 
 
 def test_without_a_model_the_app_runs_and_says_so(client):

@@ -54,7 +54,7 @@ def test_activating_an_unknown_version_says_so(admin, client):
 
 
 def test_generated_password_is_printed_once(tmp_path, capsys):
-    from webapp.auth import ensure_admin_password, password_matches
+    from webapp.web.auth import ensure_admin_password, password_matches
 
     ensure_admin_password(tmp_path)
     printed = capsys.readouterr().err

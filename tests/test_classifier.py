@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from tests.pictures import encode, tinted
-from webapp import images, registry
-from webapp.classifier import Classifier
+from webapp.core import images
+from webapp.model import registry
+from webapp.model.classifier import Classifier
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import pytest
 
 from tests.cleaning_data import add_pictures, fake_cv_scores, fake_scores
 from tests.conftest import ARTIFACTS, PASSWORD, make_app, serving
-from webapp.store import Dataset
+from webapp.dataset.store import Dataset
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 import pytest
 
 from tests.cleaning_data import add_pictures
-from webapp import decisions
+from webapp.cleaning import decisions
 
 
 def test_undo_last_takes_back_decisions_newest_first_keeps_included(dataset):

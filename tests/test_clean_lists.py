@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from tests.cleaning_data import add_pictures, fake_cv_scores, fake_scores, two_class_probs
-from webapp import cleaning, decisions, near_duplicates
+from webapp.cleaning import lists as cleaning, decisions, near_duplicates
 
 
 @pytest.fixture

@@ -2,9 +2,12 @@
 import numpy as np
 import pytest
 
-from webapp import images, jobs, registry, scoring
-from webapp.classifier import Classifier
-from webapp.store import Dataset
+from webapp.core import images
+from webapp.jobs import runner as jobs
+from webapp.model import registry
+from webapp.cleaning import scoring
+from webapp.model.classifier import Classifier
+from webapp.dataset.store import Dataset
 
 
 def test_scoring_a_version_stores_probabilities_and_embeddings_of_every_labeled_image(trained_copy):
@@ -82,7 +85,7 @@ def test_rescoring_without_a_model_fails_with_a_reason(tmp_path):
 
 
 def test_cross_validation_gives_every_training_image_an_out_of_fold_score(trained_copy):
-    from webapp import cleaning, crossval
+    from webapp.cleaning import lists as cleaning, crossval
 
     data_dir, version, _ = trained_copy
     job = jobs.run_here(data_dir, "score", {"cv_folds": 2, "cv_epochs": 1})

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from tests.cleaning_data import add_pictures, fake_scores
-from webapp import jobs
-from webapp.store import Dataset
+from webapp.jobs import runner as jobs
+from webapp.dataset.store import Dataset
 
 
 @pytest.fixture
@@ -194,7 +194,7 @@ def test_rescoring_starts_a_score_job_with_the_chosen_folds(admin, client, score
 
 def test_a_report_can_ask_for_another_versions_lists_but_only_a_registered_one(app, admin, client, scored):
     from tests.cleaning_data import fake_scores
-    from webapp import registry
+    from webapp.model import registry
 
     ids, labels, p_red = scored
     data_dir = app.config["DATA_DIR"]

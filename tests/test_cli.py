@@ -54,7 +54,7 @@ def test_train_refuses_clearly_without_data(runner):
 
 
 def test_demo_skips_when_a_model_is_active(runner, app):
-    from webapp import registry
+    from webapp.model import registry
     (registry.models_dir(app.config["DATA_DIR"])).mkdir(parents=True)
     (registry.models_dir(app.config["DATA_DIR"]) / "ACTIVE").write_text("some-version\n")
     r = runner.invoke(args=["demo", "--if-no-model"])
@@ -62,8 +62,8 @@ def test_demo_skips_when_a_model_is_active(runner, app):
 
 
 def test_demo_pictures_are_varied_and_labeled():
-    from webapp import demo
-    from webapp.images import intake
+    from webapp.lesson import demo
+    from webapp.core.images import intake
 
     pics = list(demo.scene_images(per_class=4, size=48))
     assert [label for label, _ in pics[:3]] == list(demo.SCENES)

@@ -6,7 +6,7 @@ import pytest
 from werkzeug import Response
 
 from tests.pictures import jpeg, tinted
-from webapp import fetch
+from webapp.core import fetch
 
 LOCAL = fetch.parse_allow_nets("127.0.0.1/32,::1/128")
 

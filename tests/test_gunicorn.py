@@ -15,7 +15,7 @@ import pytest
 
 from tests.pictures import jpeg, tinted
 from tests.test_app import second_version
-from webapp import registry
+from webapp.model import registry
 
 ROOT = Path(__file__).resolve().parent.parent
 

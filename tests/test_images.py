@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from tests.pictures import encode, jpeg
-from webapp import images
+from webapp.core import images
 
 
 def rgb(w=40, h=24, colour=(10, 200, 30)):

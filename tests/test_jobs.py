@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from webapp import jobs
+from webapp.jobs import runner as jobs
 
 KINDS = {"count": "tests.job_kinds:count", "fail": "tests.job_kinds:fail",
          "wait": "tests.job_kinds:wait_cancel", "die": "tests.job_kinds:die"}
@@ -67,7 +67,7 @@ def test_a_killed_job_process_is_detected_and_its_log_kept(tmp_path, kinds):
 
 
 def test_a_silent_job_is_marked_failed_even_if_its_pid_looks_alive(tmp_path, kinds, monkeypatch):
-    from webapp import db
+    from webapp.core import db
 
     with db.session(tmp_path) as conn:
         job_id = jobs.create(conn, "count", {"n": 1})
@@ -97,7 +97,7 @@ def test_the_cli_runs_the_same_job_in_the_foreground_with_updates(tmp_path, kind
 
 
 def test_unknown_kinds_are_refused(tmp_path):
-    from webapp import db
+    from webapp.core import db
 
     with db.session(tmp_path) as conn, pytest.raises(ValueError):
         jobs.create(conn, "rm -rf", {})

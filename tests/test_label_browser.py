@@ -6,7 +6,7 @@ from werkzeug import Request, Response
 
 from tests.conftest import ARTIFACTS, PASSWORD, make_app, serving
 from tests.pictures import jpeg, tinted
-from webapp.store import Dataset
+from webapp.dataset.store import Dataset
 
 
 def pictures_server():

@@ -9,8 +9,9 @@ from werkzeug import Request, Response
 from tests.conftest import serving
 from tests.pictures import jpeg, tinted
 from tests.test_jobs import wait_for
-from webapp import downloads, jobs
-from webapp.store import Dataset
+from webapp.ingest import downloads
+from webapp.jobs import runner as jobs
+from webapp.dataset.store import Dataset
 
 LOCAL_NETS = "127.0.0.1/32,::1/128"
 SETTINGS = {"VALID_PCT": 0.2, "SPLIT_SEED": 42, "MAX_PIXELS": 25_000_000,

@@ -8,9 +8,10 @@ import pytest
 from tests.conftest import AdminSession, make_app
 from tests.pictures import jpeg, tinted
 from tests.test_jobs import wait_for
-from webapp import jobs, unlabeled
-from webapp.classifier import Prediction
-from webapp.store import Dataset
+from webapp.jobs import runner as jobs
+from webapp.dataset import unlabeled
+from webapp.model.classifier import Prediction
+from webapp.dataset.store import Dataset
 
 
 def picture(seed, size=40, label="red"):

@@ -8,8 +8,9 @@ import pytest
 
 from tests.pictures import jpeg, tinted
 from tests.test_jobs import wait_for
-from webapp import jobs, uploads
-from webapp.store import Dataset
+from webapp.jobs import runner as jobs
+from webapp.ingest import uploads
+from webapp.dataset.store import Dataset
 
 
 def picture(seed, label="red"):

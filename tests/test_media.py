@@ -7,7 +7,7 @@ from tests.pictures import encode, tinted
 
 
 def stored(app, data, label="red"):
-    from webapp.store import Dataset
+    from webapp.dataset.store import Dataset
 
     ds = Dataset(app.config["DATA_DIR"])
     try:
@@ -33,7 +33,7 @@ def test_an_admin_sees_a_stored_image_and_its_thumbnail(app, admin, client):
 def test_deleted_images_are_still_shown_for_undo(app, admin, client):
     import random
 
-    from webapp.store import Dataset
+    from webapp.dataset.store import Dataset
 
     image_id = stored(app, encode(tinted("blue", random.Random(2), 64), "PNG"), "blue")
     ds = Dataset(app.config["DATA_DIR"])

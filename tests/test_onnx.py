@@ -5,8 +5,9 @@ import pytest
 
 from tests.conftest import make_app
 from tests.pictures import jpeg, tinted
-from webapp import images, onnx_model, registry, training
-from webapp.classifier import Classifier
+from webapp.core import images
+from webapp.model import onnx_model, registry, training
+from webapp.model.classifier import Classifier
 
 
 def pictures(n=20):

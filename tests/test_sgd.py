@@ -5,7 +5,8 @@ from dataclasses import replace
 import pytest
 from PIL import Image
 
-from webapp import create_app, sgd
+from webapp.app import create_app
+from webapp.lesson import sgd
 
 
 @pytest.fixture

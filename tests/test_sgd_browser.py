@@ -3,7 +3,7 @@
 import pytest
 
 from tests.conftest import ARTIFACTS, serving
-from webapp import create_app
+from webapp.app import create_app
 
 @pytest.fixture
 def live_url(tmp_path):

@@ -6,8 +6,8 @@ import random
 import pytest
 
 from tests.pictures import jpeg, tinted, tinted_set
-from webapp import manifest
-from webapp.store import Dataset, StoreError, is_valid_for
+from webapp.dataset import manifest
+from webapp.dataset.store import Dataset, StoreError, is_valid_for
 
 
 def cleaned(ds):

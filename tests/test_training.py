@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from tests.pictures import tinted_set
-from webapp import registry, training
-from webapp.store import Dataset
+from webapp.model import registry, training
+from webapp.dataset.store import Dataset
 
 
 def test_cleaned_csv_loads_unchanged_in_plain_fastai(trained_dir):

@@ -6,8 +6,9 @@ import sqlite3
 import pytest
 
 from tests.pictures import jpeg, tinted
-from webapp import db, manifest
-from webapp.store import Dataset, StoreError
+from webapp.core import db
+from webapp.dataset import manifest
+from webapp.dataset.store import Dataset, StoreError
 
 
 def picture(seed, label="red"):

@@ -1,11 +1,14 @@
-"""Winnow: from scraped pictures to a served fastai image classifier."""
+"""The app factory: config, the data dir, extensions, blueprints and the shared learner."""
 import os
 import secrets
 from pathlib import Path
 
 from flask import Flask
 
-ROOT = Path(__file__).resolve().parent.parent
+from webapp import config
+from webapp.core.processes import ROOT
+from webapp.web import auth, cli, cli_score, errors, metrics, resources
+from webapp.web.views import admin, classify, clean, jobs, label, main, media, sgd
 
 
 def _secret_key(data_dir):
@@ -20,8 +23,6 @@ def _secret_key(data_dir):
 
 def create_app(test_config=None):
     """Create the Winnow app: config, data dir, extensions, blueprints, the shared learner."""
-    from . import config
-
     app = Flask(__name__, instance_relative_config=True,
                 template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"))
     app.config.from_mapping(config.from_environment())
@@ -31,21 +32,8 @@ def create_app(test_config=None):
     Path(app.config["DATA_DIR"]).mkdir(parents=True, exist_ok=True)
     app.config["SECRET_KEY"] = app.config["SECRET_KEY"] or _secret_key(app.config["DATA_DIR"])
 
-    from . import (auth, clean_cli, cli, errors, learn, metrics, resources, views_admin,
-                   views_classify, views_clean, views_jobs, views_label, views_main, views_media)
-
-    metrics.init_app(app)
-    resources.init_app(app)
-    errors.init_app(app)
-    auth.init_app(app)
-    cli.init_app(app)
-    clean_cli.init_app(app)
-    app.register_blueprint(views_main.bp)
-    app.register_blueprint(views_classify.bp)
-    app.register_blueprint(views_admin.bp)
-    app.register_blueprint(learn.bp)
-    app.register_blueprint(views_jobs.bp)
-    app.register_blueprint(views_media.bp)
-    app.register_blueprint(views_label.bp)
-    app.register_blueprint(views_clean.bp)
+    for extension in (metrics, resources, errors, auth, cli, cli_score):
+        extension.init_app(app)
+    for view in (main, classify, admin, sgd, jobs, media, label, clean):
+        app.register_blueprint(view.bp)
     return app

@@ -9,7 +9,8 @@ import time
 
 import numpy as np
 
-from . import registry, scoring
+from webapp.model import registry
+from webapp.cleaning import scoring
 
 MIN_FOLDS, MAX_FOLDS = 2, 10
 
@@ -70,7 +71,7 @@ def recipe(metrics):
 
 def weights_cached(arch):
     """Tell whether torchvision's ImageNet weights for `arch` are in the local cache."""
-    from .training import weights_cached as cached
+    from webapp.model.training import weights_cached as cached
 
     try:
         return cached(arch)
@@ -126,7 +127,7 @@ def cross_validate(data_dir, version, k, job=None, batch_size=64, epochs=None):
 
     `epochs` replaces the recipe's epochs with that many in one cycle (cheaper, rougher folds).
     """
-    from .classifier import Classifier
+    from webapp.model.classifier import Classifier
 
     record = registry.version_record(data_dir, version)
     vocab = scoring.load_scores(data_dir, version, embeddings=False)

@@ -7,8 +7,8 @@ record (the clean_kept table): kept images and pairs stop being suggested until 
 """
 import json
 
-from . import db
-from .store import StoreError, describe, now
+from webapp.core import db
+from webapp.dataset.store import StoreError, describe, now
 
 ACTIONS = ("keep", "delete", "relabel")
 UNDO_KINDS = ("relabel", "delete")  # "undo last" here never takes back an upload or a class edit

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import decisions, near_duplicates, registry, scoring
+from webapp.cleaning import decisions, near_duplicates, scoring
+from webapp.model import registry
 
 SPLITS = ("both", "train", "valid")
 _cache = {}  # (kind, key...) -> a computed result; scores files change only when rescored
@@ -175,7 +176,7 @@ class Cleaner:
         probs = [self.probs[rows]]
         cv = scoring.load_cv_scores(self.data_dir, self.version)
         if cv is not None:
-            from .crossval import aligned
+            from webapp.cleaning.crossval import aligned
 
             _, mine, theirs = np.intersect1d(self.ids, cv.image_ids, assume_unique=True,
                                              return_indices=True)
@@ -245,7 +246,7 @@ def rank_label_issues(labels, probs):
 
 def status(cleaner):
     """Return what the pages say about the scores: model, when scored, coverage, CV cost."""
-    from . import crossval
+    from webapp.cleaning import crossval
 
     if cleaner.version is None:
         return {"version": None, "scored": False}

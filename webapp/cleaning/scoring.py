@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import db, images, registry
+from webapp.core import db, images
+from webapp.model import registry
 
 SCORES = "scores.npz"
 SCORES_META = "scores.json"
@@ -114,7 +115,7 @@ def score_version(data_dir, version, progress=None, batch_size=64):
     `progress(done, total)` is called after each batch (it may raise to stop: nothing is
     written then). Return the summary that scores.json records.
     """
-    from .classifier import Classifier
+    from webapp.model.classifier import Classifier
 
     started = time.monotonic()
     clf = Classifier(registry.load_learner_verified(data_dir, version), version)
@@ -135,7 +136,7 @@ def score_version(data_dir, version, progress=None, batch_size=64):
 
 def save_pairs(version_dir, ids, embeddings):
     """Find the near-duplicate pairs above PAIRS_FLOOR once, so the page needs no search."""
-    from . import near_duplicates
+    from webapp.cleaning import near_duplicates
 
     started = time.monotonic()
     pairs = near_duplicates.similar_pairs(embeddings, PAIRS_FLOOR) if len(ids) > 1 else None
@@ -194,7 +195,7 @@ def run_job(job):
                f"({meta['images_per_second']} images/s).")
     result = {"version": version, "scored": meta["images"], "failed": len(meta["failed"])}
     if folds >= 2:
-        from . import crossval
+        from webapp.cleaning import crossval
 
         cv = crossval.cross_validate(job.data_dir, version, folds, job,
                                      epochs=job.params.get("cv_epochs"))

@@ -17,7 +17,7 @@ def connect(data_dir):
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA busy_timeout=30000")
     if path not in _created:  # once per process, not on every request's connection
-        conn.executescript(resources.files("webapp").joinpath("schema.sql").read_text())
+        conn.executescript(resources.files(__package__).joinpath("schema.sql").read_text())
         _migrate(conn)
         _created.add(path)
     return conn

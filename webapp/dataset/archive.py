@@ -5,7 +5,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from .manifest import CLEANED_CSV
+from webapp.dataset.manifest import CLEANED_CSV
 
 
 def _source(data_dir, name):

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import db, images, manifest
+from webapp.core import db, images
+from webapp.dataset import manifest
 
 CLASS_NAME = re.compile(r"^\w[\w .\-]{0,63}$")
 

@@ -6,7 +6,7 @@ them at once by the "suggest" job, which the confidence orders need.
 """
 from dataclasses import dataclass
 
-from . import db, images
+from webapp.core import db, images
 
 ORDERS = {"added": "in the order they came",
           "least": "least confident first (what the model most needs)",
@@ -71,8 +71,8 @@ def suggest(dataset, classifier, image_ids):
 
 def run_job(job):
     """The suggest job: the active model's suggestion for every unlabeled image, in batches."""
-    from . import onnx_model, registry
-    from .store import Dataset
+    from webapp.model import onnx_model, registry
+    from webapp.dataset.store import Dataset
 
     version, learner = registry.load_active(job.data_dir)
     if learner is None:

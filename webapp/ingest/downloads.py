@@ -11,9 +11,9 @@ from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
-from . import fetch
-from .folders import counts_line
-from .store import Dataset
+from webapp.core import fetch
+from webapp.ingest.folders import counts_line
+from webapp.dataset.store import Dataset
 
 DEFAULT_WORKERS = 8
 MAX_WORKERS = 32

@@ -19,9 +19,9 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from .downloads import STORE_SETTINGS, added_detail, job_dataset
-from .folders import SKIPPED_NAMES, counts_line
-from .store import Added, StoreError, check_class_name
+from webapp.ingest.downloads import STORE_SETTINGS, added_detail, job_dataset
+from webapp.ingest.folders import SKIPPED_NAMES, counts_line
+from webapp.dataset.store import Added, StoreError, check_class_name
 
 MAX_ZIP_ENTRIES = 20_000
 MAX_ZIP_BYTES = 2 * 1024 ** 3  # uncompressed, all entries together
@@ -266,7 +266,7 @@ def forget_stashed(data_dir, sha):
 
 def recent_imports(data_dir, limit=10):
     """Return the latest download and upload jobs, newest first, each with its item counts."""
-    from . import jobs
+    from webapp.jobs import runner as jobs
 
     found = jobs.recent(data_dir, "download", limit) + jobs.recent(data_dir, "upload", limit)
     found = sorted(found, key=lambda j: -j["id"])[:limit]

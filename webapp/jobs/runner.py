@@ -21,14 +21,14 @@ import time
 import traceback
 from pathlib import Path
 
-from . import db
+from webapp.core import db, processes
 
 RUNNERS = {
-    "download": "webapp.downloads:run_job",
-    "train": "webapp.training_job:run_job",
-    "score": "webapp.scoring:run_job",
-    "upload": "webapp.uploads:run_job",
-    "suggest": "webapp.unlabeled:run_job",
+    "download": "webapp.ingest.downloads:run_job",
+    "train": "webapp.jobs.train:run_job",
+    "score": "webapp.cleaning.scoring:run_job",
+    "upload": "webapp.ingest.uploads:run_job",
+    "suggest": "webapp.dataset.unlabeled:run_job",
 }
 # Kinds in the same group never run at the same time (they compete for the model and the CPU).
 GROUPS = {"train": "model", "score": "model", "suggest": "model"}
@@ -93,15 +93,13 @@ def start(data_dir, kind, params, actor="admin"):
     path.parent.mkdir(parents=True, exist_ok=True)
     # The job may use every core (a web worker runs with fewer threads); it runs niced, below
     # the web workers, so serving stays responsive while it trains.
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(os.cpu_count() or 1)}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # a job is not a web worker
+    env = processes.child_env(OMP_NUM_THREADS=str(os.cpu_count() or 1))
     with open(path, "ab") as log:
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "webapp.jobs", str(Path(data_dir).resolve()), str(job_id),
-                 RUNNERS[kind]],
+                processes.module_command("webapp.jobs.runner", Path(data_dir).resolve(), job_id, RUNNERS[kind]),
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                cwd=str(Path(__file__).resolve().parent.parent), env=env, start_new_session=True)
+                cwd=processes.ROOT, env=env, start_new_session=True)
         except OSError as e:
             with db.session(data_dir) as conn:
                 _finish(conn, job_id, "failed", f"could not start the job process: {e}")

@@ -8,7 +8,9 @@ import time
 
 import click
 
-from . import diagnosis, jobs, registry, scoring, training
+from webapp.model import diagnosis, registry, training
+from webapp.jobs import runner as jobs
+from webapp.cleaning import scoring
 
 # What a job may set; anything else in the parameters is ignored. The job process has no Flask
 # app, so the split settings come in the parameters too.

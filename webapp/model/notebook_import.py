@@ -14,11 +14,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import registry
-from .manifest import file_sha256
+from webapp.core import processes
+from webapp.model import registry
+from webapp.dataset.manifest import file_sha256
 
 CHECK_TIMEOUT = 100  # seconds; below gunicorn's worker timeout (120 s)
-ROOT = Path(__file__).resolve().parent.parent
 TOLERANCE = 1e-4  # the serving path's probabilities against learn.predict's
 
 
@@ -57,11 +57,10 @@ def import_export_pkl(data_dir, stream, filename, actor="admin", timeout=CHECK_T
 
 def check_in_subprocess(path, timeout=CHECK_TIMEOUT):
     """Load an export.pkl in a separate process; return what it found, or raise ImportRefused."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # the checker is not a web worker
+    env = processes.child_env(OMP_NUM_THREADS="1")
     try:
-        proc = subprocess.run([sys.executable, "-m", "webapp.model_import", str(path)],
-                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+        proc = subprocess.run(processes.module_command("webapp.model.notebook_import", path),
+                              cwd=processes.ROOT, env=env, capture_output=True, text=True, timeout=timeout,
                               stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         raise ImportRefused(f"loading the file took longer than {timeout} s; not imported")
@@ -100,7 +99,7 @@ def inspect(path):
     from fastai.learner import load_learner
     from PIL import Image
 
-    from .classifier import Classifier
+    from webapp.model.classifier import Classifier
 
     learn = load_learner(path, cpu=True)
     vocab = getattr(learn.dls, "vocab", None)

@@ -2,7 +2,7 @@
 import importlib.util
 import os
 
-from .classifier import Classifier
+from webapp.model.classifier import Classifier
 
 ONNX_FILE = "model.onnx"
 TOLERANCE = 1e-4  # largest |probability difference| from the torch path that may be served
@@ -62,8 +62,8 @@ def check_onnx(learn, onnx_path, images):
 
 def classifier_for(data_dir, version, learn):
     """Return the classifier to serve a version with: ONNX Runtime if it passed its check."""
-    from . import registry
-    from .manifest import file_sha256
+    from webapp.model import registry
+    from webapp.dataset.manifest import file_sha256
 
     info = registry.version_record(data_dir, version)["metrics"].get("onnx") or {}
     path = registry.models_dir(data_dir) / version / ONNX_FILE

@@ -6,9 +6,9 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import db
-from .manifest import file_sha256
-from .store import now
+from webapp.core import db
+from webapp.dataset.manifest import file_sha256
+from webapp.dataset.store import now
 
 EXPORT = "export.pkl"
 METRICS = "metrics.json"

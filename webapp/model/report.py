@@ -11,8 +11,9 @@ import math
 import os
 import tempfile
 
-from . import diagnosis, registry, scoring, training
-from .manifest import CLEANED_CSV
+from webapp.model import diagnosis, registry, training
+from webapp.cleaning import scoring
+from webapp.dataset.manifest import CLEANED_CSV
 
 PLOTS = ("losses", "lr_find", "confusion")
 

@@ -2,7 +2,8 @@
 import base64
 import io
 
-from . import images, metrics
+from webapp.core import images
+from webapp.web import metrics
 
 THUMBNAIL = 512
 NO_MODEL = "no model is active yet: train one or activate a version"

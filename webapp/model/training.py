@@ -11,8 +11,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import recorder, registry
-from .manifest import CLEANED_CSV, file_sha256
+from webapp.model import recorder, registry
+from webapp.dataset.manifest import CLEANED_CSV, file_sha256
 
 ARCHS = ("resnet18", "resnet34", "resnet50")
 FALLBACK_LR = 1e-3
@@ -304,7 +304,8 @@ def _use_pretrained(opts, log, rows, counts):
 
 def _export_onnx_checked(learn, version_dir, size, data_dir, rows, n_images=64):
     """Export model.onnx and compare it with torch on validation images; say whether it serves."""
-    from . import images, onnx_model
+    from webapp.core import images
+    from webapp.model import onnx_model
 
     path = version_dir / onnx_model.ONNX_FILE
     try:

@@ -13,7 +13,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from wtforms import PasswordField
 from wtforms.validators import DataRequired
 
-from . import db
+from webapp.core import db
 
 bp = Blueprint("auth", __name__)
 limiter = Limiter(get_remote_address, storage_uri="memory://", default_limits=[])

@@ -4,8 +4,11 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from . import demo, downloads, folders, jobs, registry, training, training_job
-from .store import Dataset, StoreError, check_class_name
+from webapp.lesson import demo
+from webapp.ingest import downloads, folders
+from webapp.jobs import runner as jobs, train as training_job
+from webapp.model import registry, training
+from webapp.dataset.store import Dataset, StoreError, check_class_name
 
 
 def _dataset():

@@ -2,8 +2,8 @@
 import click
 from flask.cli import with_appcontext
 
-from . import crossval
-from .cli import run_in_terminal
+from webapp.cleaning import crossval
+from webapp.web.cli import run_in_terminal
 
 
 @click.command("score")

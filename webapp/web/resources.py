@@ -8,8 +8,9 @@ import time
 from flask import current_app, g, request
 from flask_wtf.csrf import CSRFProtect
 
-from . import metrics, onnx_model, registry
-from .store import Dataset
+from webapp.web import metrics
+from webapp.model import onnx_model, registry
+from webapp.dataset.store import Dataset
 
 csrf = CSRFProtect()
 log = logging.getLogger("winnow")

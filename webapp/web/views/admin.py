@@ -5,9 +5,11 @@ from flask import (Blueprint, Response, abort, current_app, flash, redirect, ren
                    request, send_file, url_for)
 from werkzeug.routing import BuildError
 
-from . import archive, jobs, model_import, registry, report, training, training_job
-from .auth import admin_required
-from .resources import get_dataset, upload_cap
+from webapp.dataset import archive
+from webapp.jobs import runner as jobs, train as training_job
+from webapp.model import notebook_import as model_import, registry, report, training
+from webapp.web.auth import admin_required
+from webapp.web.resources import get_dataset, upload_cap
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 

@@ -1,9 +1,12 @@
 """Public classification: the upload page, its result, and the JSON API."""
 from flask import Blueprint, current_app, render_template, request
 
-from . import fetch, images, metrics, serving, uploads
-from .auth import is_admin
-from .resources import csrf, get_dataset, get_model
+from webapp.core import fetch, images
+from webapp.web import metrics
+from webapp.model import serving
+from webapp.ingest import uploads
+from webapp.web.auth import is_admin
+from webapp.web.resources import csrf, get_dataset, get_model
 
 bp = Blueprint("classify", __name__)
 MAX_SHOWN = 10

@@ -2,10 +2,12 @@
 from flask import (Blueprint, abort, current_app, flash, jsonify, redirect, render_template,
                    request, url_for)
 
-from . import cleaning, crossval, decisions, jobs, registry
-from .auth import admin_required
-from .resources import get_dataset
-from .store import StoreError
+from webapp.cleaning import lists as cleaning, crossval, decisions
+from webapp.jobs import runner as jobs
+from webapp.model import registry
+from webapp.web.auth import admin_required
+from webapp.web.resources import get_dataset
+from webapp.dataset.store import StoreError
 
 bp = Blueprint("cleaning", __name__, url_prefix="/clean")
 PER_PAGE = {"losses": 48, "pairs": 20, "issues": 36, "history": 50}

@@ -1,8 +1,8 @@
 """Job pages: live status (HTML and JSON), per-item outcomes, log, cancel."""
 from flask import Blueprint, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
 
-from . import jobs
-from .auth import admin_required
+from webapp.jobs import runner as jobs
+from webapp.web.auth import admin_required
 
 bp = Blueprint("jobs", __name__, url_prefix="/jobs")
 

@@ -2,10 +2,12 @@
 from flask import (Blueprint, abort, current_app, flash, redirect, render_template, request,
                    session, url_for)
 
-from . import downloads, jobs, unlabeled, uploads
-from .auth import admin_required
-from .resources import get_dataset, get_model, upload_cap
-from .store import StoreError, check_class_name
+from webapp.ingest import downloads, uploads
+from webapp.jobs import runner as jobs
+from webapp.dataset import unlabeled
+from webapp.web.auth import admin_required
+from webapp.web.resources import get_dataset, get_model, upload_cap
+from webapp.dataset.store import StoreError, check_class_name
 
 bp = Blueprint("labeling", __name__, url_prefix="/label")
 ACTOR = "admin"

@@ -1,7 +1,7 @@
 """Operations endpoints: liveness and readiness probes."""
 from flask import Blueprint
 
-from .resources import get_model
+from webapp.web.resources import get_model
 
 bp = Blueprint("main", __name__)
 

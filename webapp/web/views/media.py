@@ -1,9 +1,9 @@
 """Stored images for admin pages: GET /media/<id> (the file) and /media/<id>?size=256 (a thumbnail)."""
 from flask import Blueprint, abort, current_app, request, send_file
 
-from . import thumbnails
-from .auth import admin_required
-from .resources import get_dataset
+from webapp.core import thumbnails
+from webapp.web.auth import admin_required
+from webapp.web.resources import get_dataset
 
 bp = Blueprint("media", __name__, url_prefix="/media")
 

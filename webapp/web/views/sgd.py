@@ -4,7 +4,7 @@ from dataclasses import asdict
 
 from flask import Blueprint, abort, render_template, request, send_file
 
-from . import sgd
+from webapp.lesson import sgd
 
 bp = Blueprint("learn", __name__, url_prefix="/learn")
 
