@@ -1,4 +1,4 @@
-# The two commands: `make run` serves the app, `make test` runs the tests.
+# The two commands: `make run` serves the app, `make test` runs ruff, then the tests.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 STAMP := $(VENV)/.installed-$(shell sha256sum requirements.txt | cut -c1-12)
@@ -18,4 +18,5 @@ run: setup
 	$(VENV)/bin/gunicorn -c gunicorn.conf.py wsgi:app
 
 test: setup
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest

@@ -15,7 +15,8 @@ max_requests = 1000
 max_requests_jitter = 100
 accesslog = "-"
 # logfmt: one key=value line per request, easy to grep and to ship to a log store.
-access_log_format = 'remote=%(h)s method=%(m)s path="%(U)s" status=%(s)s bytes=%(B)s ms=%(M)s pid=%(p)s'
+access_log_format = ('remote=%(h)s method=%(m)s path="%(U)s" status=%(s)s bytes=%(B)s ms=%(M)s '
+                     'pid=%(p)s')
 
 
 # /metrics adds up every worker's numbers from files here (prometheus-client multiprocess mode).

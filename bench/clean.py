@@ -6,17 +6,19 @@
     .venv/bin/python bench/clean.py quality [--per-class 60] [--flip 0.1] [--epochs 2] [--cv 0]
 
 throughput: images/s of scoring at 224 px with an (untrained: speed does not depend on the
-  weights) resnet34, one forward pass for probabilities and embedding (Classifier.scores, what scoring.py uses)
-  against two (Classifier.probabilities then Classifier.embed), interleaved round by round.
+  weights) resnet34, one forward pass for probabilities and embedding (Classifier.scores, what
+  scoring.py uses) against two (Classifier.probabilities then Classifier.embed), interleaved
+  round by round.
 duplicates: time and peak memory of the tiled search over N random 512-d embeddings (with some
   planted near-copies) against the full N×N similarity matrix, each run in a fresh process,
   interleaved; both must find the same pairs.
 pages: milliseconds for one page of each cleaner list over N synthetic scored images (no images
   on disk, no model), the way a request computes it.
-quality: generate pictures of 3 colour classes (with clutter), flip a share of the labels, train once (small resnet18 from
-  scratch), score, and report the share of flipped images among the first 2×(flipped) images by
-  loss, and among the first 2×(flipped) suspected label errors (validation images directly; with
-  --cv k also the training images, from k cross-validation models).
+quality: generate pictures of 3 colour classes (with clutter), flip a share of the labels, train
+  once (small resnet18 from scratch), score, and report the share of flipped images among the
+  first 2×(flipped) images by loss, and among the first 2×(flipped) suspected label errors
+  (validation images directly; with --cv k also the training images, from k cross-validation
+  models).
 """
 import argparse
 import json
@@ -41,28 +43,30 @@ sys.path.insert(0, str(ROOT))
 def build_version(data_dir, arch, size, n_images):
     """Register an untrained learner as a model version over n generated pictures; return it."""
     from tests.pictures import jpeg, tinted
-    from webapp.model import registry, training
     from webapp.dataset.store import Dataset
+    from webapp.model import registry, training
 
     rng = random.Random(0)
     ds = Dataset(data_dir)
     for i in range(n_images):
         label = "red" if i % 2 else "blue"
-        ds.add_image(jpeg(tinted(label, rng, rng.choice([256, 320, 400]))), label=label, write_csv=False)
+        picture = jpeg(tinted(label, rng, rng.choice([256, 320, 400])))
+        ds.add_image(picture, label=label, write_csv=False)
     ds.write_cleaned_csv()
     ds.close()
     learn = training.build_learner(data_dir, training.TrainOptions(arch=arch, size=size, bs=16),
                                    pretrained=False)
     vdir = registry.new_version_dir(data_dir)
     learn.export(vdir / registry.EXPORT)
-    return registry.record_version(data_dir, vdir, {"arch": arch, "size": size}, "bench", arch, size)
+    return registry.record_version(data_dir, vdir, {"arch": arch, "size": size}, "bench", arch,
+                                   size)
 
 
 def throughput(args):
     import torch
 
-    from webapp.model import registry
     from webapp.cleaning import scoring
+    from webapp.model import registry
     from webapp.model.classifier import Classifier
 
     torch.set_num_threads(args.threads)
@@ -88,8 +92,9 @@ def throughput(args):
         started = time.perf_counter()
         meta = scoring.score_version(tmp, version, batch_size=args.batch)
         whole = time.perf_counter() - started
-    print(f"scoring throughput: {args.arch} at {args.size} px, {args.images} images, batch {args.batch}, "
-          f"{args.threads} torch threads, {args.rounds} interleaved rounds (median)")
+    print(f"scoring throughput: {args.arch} at {args.size} px, {args.images} images, "
+          f"batch {args.batch}, {args.threads} torch threads, "
+          f"{args.rounds} interleaved rounds (median)")
     rates = {}
     for name, secs in seconds.items():
         rates[name] = args.images / statistics.median(secs)
@@ -128,11 +133,11 @@ def search_child(way, n, dim, threshold):
     def search(x):
         if way == "tiled":
             p = near_duplicates.similar_pairs(x, threshold)
-            return set(zip(p.first.tolist(), p.second.tolist()))
+            return set(zip(p.first.tolist(), p.second.tolist(), strict=True))
         t = torch.nn.functional.normalize(torch.as_tensor(x.astype(np.float32)), dim=1)
         sims = (t @ t.T).triu_(diagonal=1)
         i, j = torch.nonzero(sims >= threshold, as_tuple=True)
-        return set(zip(i.tolist(), j.tolist()))
+        return set(zip(i.tolist(), j.tolist(), strict=True))
 
     search(embeddings(300, dim, seed=1))  # torch's first-use set-up is not the search's memory
     x = embeddings(n, dim)
@@ -151,27 +156,29 @@ def search_child(way, n, dim, threshold):
     seconds = time.perf_counter() - started
     stop.set()
     sampler.join()
-    print(json.dumps({"seconds": seconds, "peak_mb": max(peak[0], rss_mb()) - base, "pairs": len(found),
-                      "digest": hash(frozenset(found))}))
+    print(json.dumps({"seconds": seconds, "peak_mb": max(peak[0], rss_mb()) - base,
+                      "pairs": len(found), "digest": hash(frozenset(found))}))
 
 
 def duplicates(args):
     results = {"tiled": [], "full": []}
     for _ in range(args.rounds):
         for way in results:
-            out = subprocess.run([sys.executable, __file__, "_search", way, str(args.n), str(args.dim),
-                                  str(args.threshold)], capture_output=True, text=True, check=True,
+            out = subprocess.run([sys.executable, __file__, "_search", way, str(args.n),
+                                  str(args.dim), str(args.threshold)],
+                                 capture_output=True, text=True, check=True,
                                  env={**os.environ, "PYTHONHASHSEED": "0"})
             results[way].append(json.loads(out.stdout.strip().splitlines()[-1]))
-    print(f"near-duplicate search: {args.n} random {args.dim}-d embeddings, {args.n // 100} planted "
-          f"near-copies, threshold {args.threshold}, 2 torch threads, {args.rounds} interleaved rounds "
-          "(fresh process each; median)")
+    print(f"near-duplicate search: {args.n} random {args.dim}-d embeddings, "
+          f"{args.n // 100} planted near-copies, threshold {args.threshold}, 2 torch threads, "
+          f"{args.rounds} interleaved rounds (fresh process each; median)")
     med = {}
     for way, runs in results.items():
         med[way] = {k: statistics.median(r[k] for r in runs) for k in ("seconds", "peak_mb")}
         each = ", ".join(f"{r['peak_mb']:.0f}" for r in runs)
-        print(f"  {way:6s} {med[way]['seconds']:6.2f} s  peak memory +{med[way]['peak_mb']:7.0f} MB "
-              f"(each run: {each})  pairs {runs[0]['pairs']}")
+        print(f"  {way:6s} {med[way]['seconds']:6.2f} s  "
+              f"peak memory +{med[way]['peak_mb']:7.0f} MB (each run: {each})  "
+              f"pairs {runs[0]['pairs']}")
     same = len({r["digest"] for runs in results.values() for r in runs}) == 1
     print(f"  same pairs found: {'yes' if same else 'NO'}")
     print(f"  tiled / full: time {med['tiled']['seconds'] / med['full']['seconds']:.2f}x, "
@@ -193,10 +200,10 @@ def fill_synthetic(data_dir, n, classes=("cat", "dog", "fox", "owl"), seed=0):
         for c in classes:
             conn.execute("INSERT INTO classes(name, created) VALUES (?, ?)", (c, store.now()))
         conn.executemany(
-            "INSERT INTO images(id, sha256, path, width, height, format, label, is_valid, source, added) "
-            "VALUES (?, ?, ?, 1, 1, 'PNG', ?, ?, 'bench', ?)",
-            [(i + 1, f"{i:064x}", f"images/{i:064x}.png", classes[labels[i]], int(rng.random() < 0.2),
-              store.now()) for i in range(n)])
+            "INSERT INTO images(id, sha256, path, width, height, format, label, is_valid, source,"
+            " added) VALUES (?, ?, ?, 1, 1, 'PNG', ?, ?, 'bench', ?)",
+            [(i + 1, f"{i:064x}", f"images/{i:064x}.png", classes[labels[i]],
+              int(rng.random() < 0.2), store.now()) for i in range(n)])
     logits = rng.normal(size=(n, len(classes))) + 3 * np.eye(len(classes))[labels]
     probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     ids = np.arange(1, n + 1)
@@ -216,7 +223,8 @@ def pages(args):
         ds = Dataset(tmp)
         lists = {
             "top losses, all classes": lambda c: c.top_losses(offset=0, limit=48),
-            "top losses, one class, valid": lambda c: c.top_losses(label="dog", split="valid", limit=48),
+            "top losses, one class, valid":
+                lambda c: c.top_losses(label="dog", split="valid", limit=48),
             "top losses, page 200": lambda c: c.top_losses(offset=48 * 199, limit=48),
             "near-duplicates >= 0.95": lambda c: c.duplicates(0.95, 0, 20),
             "suspected label errors": lambda c: c.label_issues(0, 36),
@@ -228,10 +236,12 @@ def pages(args):
                 fn(cleaning.Cleaner(ds, version))  # a request builds its Cleaner anew
                 times[name].append(time.perf_counter() - t)
         ds.close()
-    print(f"cleaner pages over {args.n} scored images (4 classes; setup incl. pair search {setup:.1f} s); "
-          f"{args.rounds} interleaved rounds, median (first round incl. cleanlab's ranking, then cached)")
+    print(f"cleaner pages over {args.n} scored images (4 classes; setup incl. pair search "
+          f"{setup:.1f} s); {args.rounds} interleaved rounds, median (first round incl. "
+          "cleanlab's ranking, then cached)")
     for name, secs in times.items():
-        print(f"  {name:32s} {1000 * statistics.median(secs):7.1f} ms  (first {1000 * secs[0]:7.1f} ms)")
+        print(f"  {name:32s} {1000 * statistics.median(secs):7.1f} ms  "
+              f"(first {1000 * secs[0]:7.1f} ms)")
 
 
 # ---- quality on generated data -------------------------------------------------------------
@@ -256,9 +266,9 @@ def colour_picture(label, rng, size=32):
 
 
 def quality(args):
-    from webapp.cleaning import lists as cleaning, crossval, scoring
-    from webapp.model import training
+    from webapp.cleaning import crossval, lists as cleaning, scoring
     from webapp.dataset.store import Dataset
+    from webapp.model import training
 
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory() as tmp:
@@ -274,8 +284,9 @@ def quality(args):
         for i in flipped:
             ds.change("relabel", image_id=i, label=rng.choice([k for k in kinds if k != truth[i]]))
         ds.write_cleaned_csv()
-        opts = training.TrainOptions(arch="resnet18", size=32, epochs=args.epochs, fine_tune_epochs=2,
-                                     bs=8, lr=1e-2, pretrained=False, lr_find_iters=30)
+        opts = training.TrainOptions(arch="resnet18", size=32, epochs=args.epochs,
+                                     fine_tune_epochs=2, bs=8, lr=1e-2, pretrained=False,
+                                     lr_find_iters=30)
         started = time.perf_counter()
         version, metrics = training.train(tmp, opts, log=lambda *a: None)
         train_s = time.perf_counter() - started
@@ -289,11 +300,12 @@ def quality(args):
         judged = c.label_issues(limit=1).total
         flipped_judged = flipped & set(c.ids[c.out_of_sample()[0]].tolist())
         ds.close()
-    print(f"quality: {len(ids)} generated pictures of {len(kinds)} colour classes, {len(flipped)} labels "
-          f"flipped ({args.flip:.0%}); resnet18 at 32 px from scratch, {args.epochs}+2 epochs, trained once "
-          f"in {train_s:.0f} s; valid error rate {metrics['error_rate']:.3f}")
-    print(f"  first {k} images by loss (train and valid): {len(by_loss & flipped)} of {len(flipped)} "
-          f"flipped = {len(by_loss & flipped) / len(flipped):.0%}")
+    print(f"quality: {len(ids)} generated pictures of {len(kinds)} colour classes, "
+          f"{len(flipped)} labels flipped ({args.flip:.0%}); resnet18 at 32 px from scratch, "
+          f"{args.epochs}+2 epochs, trained once in {train_s:.0f} s; "
+          f"valid error rate {metrics['error_rate']:.3f}")
+    print(f"  first {k} images by loss (train and valid): {len(by_loss & flipped)} of "
+          f"{len(flipped)} flipped = {len(by_loss & flipped) / len(flipped):.0%}")
     cov = f"{judged} out-of-sample images" + (f", incl. {args.cv}-fold CV ({cv['seconds']:.0f} s)"
                                              if args.cv else ": validation only")
     print(f"  first {k} suspected label errors ({cov}): {len(issues & flipped)} of the "
@@ -329,7 +341,8 @@ def main():
     q.add_argument("--cv", type=int, default=0)
     q.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    {"throughput": throughput, "duplicates": duplicates, "pages": pages, "quality": quality}[args.what](args)
+    what = {"throughput": throughput, "duplicates": duplicates, "pages": pages, "quality": quality}
+    what[args.what](args)
 
 
 if __name__ == "__main__":

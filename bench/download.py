@@ -22,9 +22,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from webapp.core import fetch
+from webapp.dataset.store import Dataset  # noqa: E402
 from webapp.ingest import downloads
 from webapp.jobs import runner as jobs
-from webapp.dataset.store import Dataset  # noqa: E402
 
 SETTINGS = {"VALID_PCT": 0.2, "SPLIT_SEED": 42, "MAX_PIXELS": 25_000_000,
             "FETCH_ALLOW_NETS": "127.0.0.1/32", "FETCH_MAX_BYTES": 10 * 1024 * 1024,
@@ -65,12 +66,13 @@ def sequential(data_dir, urls):
     """Import the list one URL after the other; return (seconds, outcome counts)."""
     started = time.perf_counter()
     ds = Dataset(data_dir)
-    limits = downloads.fetch_limits(SETTINGS)
+    limits = fetch.Limits.from_settings(SETTINGS)
     outcomes = [downloads.store_one(ds, url, downloads.fetch_one(url, limits)) for url in urls]
     ds.write_cleaned_csv()
     ds.close()
     elapsed = time.perf_counter() - started
-    return elapsed, {s: sum(o.status == s for o in outcomes) for s in ("stored", "duplicate", "failed")}
+    statuses = ("stored", "duplicate", "failed")
+    return elapsed, {s: sum(o.status == s for o in outcomes) for s in statuses}
 
 
 def as_job(data_dir, urls, workers):
@@ -82,7 +84,8 @@ def as_job(data_dir, urls, workers):
         time.sleep(0.02)
     elapsed = time.perf_counter() - started
     if job["status"] != "succeeded":
-        raise SystemExit(f"the job {job['status']}: {job['message']}\n{jobs.read_log(data_dir, job_id)}")
+        log = jobs.read_log(data_dir, job_id)
+        raise SystemExit(f"the job {job['status']}: {job['message']}\n{log}")
     return elapsed, jobs.item_counts(data_dir, job_id)
 
 
@@ -97,8 +100,8 @@ def main():
     server, base = start_server(pictures(args.urls), args.delay)
     urls = [f"{base}/{i}.jpg" for i in range(args.urls)]
     times = {"sequential loop": [], f"download job ({args.workers} at a time)": []}
-    paths = {name: fn for name, fn in zip(times, (lambda d: sequential(d, urls),
-                                                  lambda d: as_job(d, urls, args.workers)))}
+    paths = dict(zip(times, (lambda d: sequential(d, urls),
+                             lambda d: as_job(d, urls, args.workers)), strict=True))
     print(f"{args.urls} URLs, each answered after {args.delay * 1000:.0f} ms, {args.rounds} rounds")
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):

@@ -25,8 +25,8 @@ def build_model(data_dir, arch, size):
     from fastai.learner import load_learner
 
     from tests.pictures import tinted_set
-    from webapp.model import training
     from webapp.dataset.store import Dataset
+    from webapp.model import training
 
     ds = Dataset(data_dir)
     for label, data in tinted_set(per_class=8, size=64):
@@ -101,7 +101,8 @@ def main():
         onnx_diff = float(abs(onnx.probabilities(imgs[:32]) - clf.probabilities(imgs[:32])).max())
         top1_same = all(onnx.predict(im)[0][0] == learn.predict(im)[0] for im in imgs[:32])
         diff = max(
-            max(abs(dict(clf.predict(im))[c] - float(pr)) for c, pr in zip(clf.vocab, learn.predict(im)[2]))
+            max(abs(dict(clf.predict(im))[c] - float(pr))
+                for c, pr in zip(clf.vocab, learn.predict(im)[2], strict=True))
             for im in imgs[:20]
         )
     print(f"{args.arch} at {args.size}px, {args.images} images, torch threads {args.threads}")
@@ -109,9 +110,10 @@ def main():
     fastai_ms, onnx_1 = one["learn.predict"], one["ONNX Runtime, batch 1"]
     for name, ms in {**one, **many}.items():
         print(f"{name:<28}{ms:>20.1f}{fastai_ms / ms:>19.2f}x")
-    print(f"torch path vs learn.predict: largest |probability difference| {diff:.2e} (must be < 1e-5)")
-    print(f"ONNX vs torch path: largest |probability difference| {onnx_diff:.2e} (must be <= 1e-4); "
-          f"same top-1 as learn.predict: {'yes' if top1_same else 'NO'}")
+    print(f"torch path vs learn.predict: largest |probability difference| {diff:.2e} "
+          "(must be < 1e-5)")
+    print(f"ONNX vs torch path: largest |probability difference| {onnx_diff:.2e} "
+          f"(must be <= 1e-4); same top-1 as learn.predict: {'yes' if top1_same else 'NO'}")
     ceiling = fastai_ms / one["ONNX model only, batch 1"]
     print(f"with no preprocessing at all, batch-1 serving could be at most {ceiling:.2f}x faster")
     print(f"target: batch-1 serving >= 1.6x faster than learn.predict: "

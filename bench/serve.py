@@ -44,8 +44,8 @@ The model
 ---------
 Speed does not depend on the weights and no pretrained weights are available offline, so the
 model is built, not trained: 16 small generated pictures in two classes go into a temporary
-data dir through webapp.dataset.store.Dataset, webapp.model.training.build_learner makes an untrained
-learner (``TrainOptions(arch, size, bs=8, pretrained=False)``), which is exported to
+data dir through webapp.dataset.store.Dataset, webapp.model.training.build_learner makes an
+untrained learner (``TrainOptions(arch, size, bs=8, pretrained=False)``), which is exported to
 models/<version>/export.pkl, recorded with webapp.model.registry.record_version and activated.
 Serving then goes through the real path: sha256 check, load_learner, the Classifier.
 
@@ -153,8 +153,8 @@ def log(msg):
 def build_model(data_dir, arch, size):
     """Fill a data dir with 16 generated pictures and register an untrained learner as active."""
     from tests.pictures import tinted_set
-    from webapp.model import registry
     from webapp.dataset.store import Dataset
+    from webapp.model import registry
     from webapp.model.training import TrainOptions, build_learner
 
     ds = Dataset(data_dir)
@@ -195,7 +195,7 @@ def request_pictures(n=8, size=224, seed=1):
         px = im.load()
         for y in range(size):
             t = y / (size - 1)
-            row = tuple(int(a + (b - a) * t) for a, b in zip(c0, c1))
+            row = tuple(int(a + (b - a) * t) for a, b in zip(c0, c1, strict=True))
             for x in range(size):
                 px[x, y] = tuple(max(0, min(255, v + rng.randint(-12, 12))) for v in row)
         d = ImageDraw.Draw(im)

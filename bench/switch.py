@@ -132,7 +132,7 @@ def lags(results, switches):
     version may be the right answer again.
     """
     out = []
-    for n, (_, done, old, new) in enumerate(switches):
+    for n, (_, done, old, _new) in enumerate(switches):
         until = switches[n + 1][0] if n + 1 < len(switches) else float("inf")
         late = [sent for sent, _, model, _ in results if done < sent < until and model == old]
         out.append(max(late) - done if late else 0.0)
@@ -168,7 +168,8 @@ def main(argv=None):
         admin = Admin(base, password)
         pictures = serve.request_pictures()
         with concurrent.futures.ThreadPoolExecutor(1) as runner:
-            pending = runner.submit(load, server.port, pictures, args.concurrency, args.timeout, stop)
+            pending = runner.submit(load, server.port, pictures, args.concurrency, args.timeout,
+                                    stop)
             started = time.monotonic()
             time.sleep(args.every)  # warm: both workers answering with v1
             switches = []

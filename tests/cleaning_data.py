@@ -5,15 +5,16 @@ import random
 import numpy as np
 from PIL import Image
 
-from webapp.model import registry
 from webapp.cleaning import scoring
+from webapp.model import registry
 
 VERSION = "made-up"
 
 
 def picture(rng, size=16):
     """Return the PNG bytes of a small random picture (unique with overwhelming odds)."""
-    im = Image.frombytes("RGB", (size, size), bytes(rng.randrange(256) for _ in range(size * size * 3)))
+    noise = bytes(rng.randrange(256) for _ in range(size * size * 3))
+    im = Image.frombytes("RGB", (size, size), noise)
     buf = io.BytesIO()
     im.save(buf, format="PNG")
     return buf.getvalue()

@@ -24,7 +24,10 @@ def encode(im, fmt, **kw):
 def tinted(label, rng, size=32):
     """Return a picture dominated by the label's colour, with random clutter."""
     base = PALETTES[label]
-    jitter = lambda c: max(0, min(255, c + rng.randint(-40, 40)))
+
+    def jitter(c):
+        return max(0, min(255, c + rng.randint(-40, 40)))
+
     im = Image.new("RGB", (size, size), tuple(jitter(c) for c in base))
     d = ImageDraw.Draw(im)
     for _ in range(3):
@@ -37,6 +40,6 @@ def tinted(label, rng, size=32):
 def tinted_set(per_class=24, size=32, seed=0):
     """Yield (label, jpeg bytes) for two colour classes that a tiny model learns fast."""
     rng = random.Random(seed)
-    for i in range(per_class):
+    for _ in range(per_class):
         for label in PALETTES:
             yield label, jpeg(tinted(label, rng, size))

@@ -1,4 +1,4 @@
-"""In a real browser: an admin retrains, watches the bar move, reads the report, activates the version."""
+"""In a real browser: an admin retrains, watches the bar move, reads the report, activates it."""
 import json
 import time
 import urllib.request

@@ -3,15 +3,18 @@ import io
 
 import pytest
 
+from tests import test_admin_versions
 from tests.pictures import tinted_set
-from tests.test_admin_versions import post, served, site  # noqa: F401 (site is a fixture)
+from tests.test_admin_versions import post, served
+from webapp.core.files import file_sha256
 from webapp.model import registry
-from webapp.dataset.manifest import file_sha256
+
+site = test_admin_versions.site  # the fixture: an admin on a served model
 
 
 @pytest.fixture(scope="module")
 def notebook_export(tmp_path_factory):
-    """An export.pkl made the way a lesson notebook makes it: from_folder, vision_learner, export."""
+    """An export.pkl made as a lesson notebook makes it: from_folder, vision_learner, export."""
     from fastai.vision.all import ImageDataLoaders, Resize, error_rate, resnet18, vision_learner
 
     root = tmp_path_factory.mktemp("notebook")

@@ -1,17 +1,20 @@
-"""Retraining as a job: started from the admin page, watched, cancelled, failed, killed, one at a time."""
+"""Retraining jobs: started on the admin page, watched, cancelled, failed, killed, one at a time."""
 import os
 import re
 import signal
 import time
+from dataclasses import replace
 
 import pytest
 
 from tests.conftest import AdminSession, make_app
 from tests.test_jobs import wait_for
-from webapp.jobs import runner as jobs
-from webapp.model import registry
 from webapp.cleaning import scoring
 from webapp.dataset.manifest import CLEANED_CSV
+from webapp.jobs import runner as jobs
+from webapp.model import registry
+from webapp.model.training import TrainOptions
+from webapp.web import forms
 
 # The tiniest run of the lesson's recipe that still goes through every phase.
 TINY = {"arch": "resnet18", "size": "32", "epochs": "1", "fine_tune_epochs": "1", "lr": "0.01",
@@ -151,7 +154,8 @@ def test_cancel_while_scoring_takes_the_new_version_away_again(trained_copy, mon
 
 def test_a_failed_training_says_why_and_keeps_the_active_model(trained_copy):
     data_dir, v1, _ = trained_copy
-    missing = next(line.split(",")[0] for line in (data_dir / CLEANED_CSV).read_text().splitlines()[1:])
+    rows = (data_dir / CLEANED_CSV).read_text().splitlines()[1:]
+    missing = next(line.split(",")[0] for line in rows)
     (data_dir / missing).unlink()  # an image went missing behind the store's back
     job = jobs.run_here(data_dir, "train", tiny_params())
     assert job["status"] == "failed"
@@ -175,6 +179,18 @@ def test_bad_settings_are_refused_before_any_job_starts(app, admin, client, chan
     assert message in page
     assert f'value="{change.get("size", "32")}"' in page  # the form keeps what was typed
     assert jobs.recent(app.config["DATA_DIR"]) == []
+
+
+def test_the_retrain_form_offers_the_recipes_own_defaults(admin, client):
+    d = TrainOptions()
+    page = client.get("/admin/").get_data(as_text=True)
+    assert f"<option selected>{d.arch}</option>" in page
+    for name in ("size", "epochs", "fine_tune_epochs", "bs", "lr_find_iters"):
+        assert f'name="{name}" value="{getattr(d, name)}"' in page
+    # Submitted as it is, the form asks a job for exactly the recipe's defaults.
+    params = forms.params_from_form(forms.form_defaults(),
+                                    {"valid_pct": d.valid_pct, "seed": d.seed})
+    assert TrainOptions.from_params(params) == replace(d, activate=False)
 
 
 def test_training_an_empty_dataset_is_refused_on_the_page(app, admin, client):

@@ -9,9 +9,9 @@ import pytest
 from tests.conftest import AdminSession, make_app
 from tests.pictures import jpeg, tinted
 from tests.test_app import second_version
-from webapp.model import registry
 from webapp.dataset.manifest import CLEANED_CSV
 from webapp.dataset.store import Dataset
+from webapp.model import registry
 
 
 @pytest.fixture
@@ -76,7 +76,8 @@ def test_the_report_reads_like_the_lesson(site):
     data_dir, v1, admin = site
     page = admin.client.get(f"/admin/models/{v1}").get_data(as_text=True)
     assert "Diagnosis" in page and "The lesson's advice:" in page
-    assert "<th>epoch</th><th>train_loss</th><th>valid_loss</th><th>error_rate</th><th>time</th>" in page
+    assert ("<th>epoch</th><th>train_loss</th><th>valid_loss</th><th>error_rate</th><th>time</th>"
+            in page)
     assert "fit_one_cycle(2, 1.0e-02), whole network" in page  # from scratch: nothing frozen
     assert "unfreeze(); fit_one_cycle(2, slice(" in page
     assert "trained from scratch (no ImageNet weights)" in page

@@ -7,6 +7,7 @@ import pytest
 from tests.conftest import ARTIFACTS, PASSWORD, make_app, serving
 from tests.pictures import jpeg, tinted
 
+
 @pytest.fixture
 def live_url(trained_dir):
     app = make_app(trained_dir[0], LOAD_MODEL=True, TESTING=False)

@@ -34,11 +34,11 @@ def test_probabilities_match_learn_predict(served):
     learn, clf = served
     pics = varied_images()
     batch = clf.predict_batch(pics)
-    for pic, pred in zip(pics, batch):
+    for pic, pred in zip(pics, batch, strict=True):
         label, _, probs = learn.predict(pic)
         ours = dict(pred.ranked)
         assert pred.label == label
-        assert max(abs(ours[c] - float(p)) for c, p in zip(clf.vocab, probs)) < 1e-5
+        assert max(abs(ours[c] - float(p)) for c, p in zip(clf.vocab, probs, strict=True)) < 1e-5
     # learn.predict's DataLoader passes leave our transforms on the validation split.
     assert np.array_equal(clf.probabilities(pics), clf.probabilities(pics))
     assert [p.ranked for p in clf.predict_batch(pics)] == [p.ranked for p in batch]

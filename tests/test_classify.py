@@ -86,7 +86,8 @@ def url_client(trained_dir):
 
 def test_classify_url_answers_the_lessons_contract(url_client, httpserver):
     client, version = url_client
-    httpserver.expect_request("/red.jpg").respond_with_data(red_picture(), content_type="image/jpeg")
+    httpserver.expect_request("/red.jpg").respond_with_data(red_picture(),
+                                                            content_type="image/jpeg")
     r = client.get("/classify-url", query_string={"url": httpserver.url_for("/red.jpg")})
     body = r.get_json()
     assert r.status_code == 200 and body["model"] == version and body["predictions"][0][0] == "red"
@@ -102,7 +103,8 @@ def test_classify_url_errors(url_client, httpserver):
 
     client, _ = url_client
     httpserver.expect_request("/gone").respond_with_data("no", status=404)
-    httpserver.expect_request("/page").respond_with_data("<html>hi</html>", content_type="text/html")
+    httpserver.expect_request("/page").respond_with_data("<html>hi</html>",
+                                                         content_type="text/html")
     httpserver.expect_request("/huge").respond_with_data(b"x" * 200_000)
     httpserver.expect_request("/slow").respond_with_response(Response(trickle()))
     cases = {
@@ -126,11 +128,13 @@ def test_classify_url_without_a_model_is_503(client):
 
 def test_the_page_classifies_a_picture_by_its_address(url_client, httpserver):
     client, version = url_client
-    httpserver.expect_request("/red.jpg").respond_with_data(red_picture(), content_type="image/jpeg")
+    httpserver.expect_request("/red.jpg").respond_with_data(red_picture(),
+                                                            content_type="image/jpeg")
     page = client.get("/").get_data(as_text=True)
     token = page.split('name="csrf_token" value="')[1].split('"')[0]
     r = client.post("/classify", data={"csrf_token": token, "url": httpserver.url_for("/red.jpg")})
     assert r.status_code == 200 and '<span id="top-label">red</span>' in r.get_data(as_text=True)
     r = client.post("/classify", data={"csrf_token": token, "url": "http://10.0.0.1/x.jpg"})
     html = r.get_data(as_text=True)
-    assert r.status_code == 400 and "cannot be used" in html and 'value="http://10.0.0.1/x.jpg"' in html
+    assert r.status_code == 400 and "cannot be used" in html
+    assert 'value="http://10.0.0.1/x.jpg"' in html

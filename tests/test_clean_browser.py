@@ -51,7 +51,8 @@ def test_relabel_delete_switch_class_and_back_then_undo_the_delete(browser, live
     card = page.locator(f'.clean-card[data-image-id="{relabelled}"]')
     card.locator("select[name=label]").select_option("blue")
     card.locator("button", has_text="Relabel").click()
-    page.wait_for_selector(f'.clean-card[data-image-id="{relabelled}"] .outcome:has-text("Relabelled as blue")')
+    page.wait_for_selector(
+        f'.clean-card[data-image-id="{relabelled}"] .outcome:has-text("Relabelled as blue")')
 
     page.keyboard.press("j")  # first card
     page.keyboard.press("j")  # second card

@@ -24,12 +24,12 @@ def test_undo_last_takes_back_decisions_newest_first_keeps_included(dataset):
 
 def test_keeps_persist_and_refuse_images_that_are_not_there(dataset):
     a, b = add_pictures(dataset, ["x", "y"])
-    batch = decisions.keep(dataset.conn, [a, b])
+    batch = decisions.keep(dataset, [a, b])
     assert decisions.kept_images(dataset.conn) == {a, b}
-    decisions.keep(dataset.conn, [b], other_id=a)
+    decisions.keep(dataset, [b], other_id=a)
     assert decisions.kept_pairs(dataset.conn) == {(a, b)}
     with pytest.raises(decisions.DecisionRefused, match="no live image with id 99"):
-        decisions.keep(dataset.conn, [99])
+        decisions.keep(dataset, [99])
     decisions.undo_keep(dataset.conn, batch)
     assert decisions.kept_images(dataset.conn) == set()
     with pytest.raises(decisions.DecisionRefused, match="undone already"):

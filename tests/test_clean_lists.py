@@ -1,11 +1,11 @@
-"""The cleaner's lists on constructed scores: top losses, near-duplicates, suspected label errors."""
+"""The cleaner's lists on made-up scores: top losses, near-duplicates, suspected label errors."""
 import math
 
 import numpy as np
 import pytest
 
 from tests.cleaning_data import add_pictures, fake_cv_scores, fake_scores, two_class_probs
-from webapp.cleaning import lists as cleaning, decisions, near_duplicates
+from webapp.cleaning import decisions, lists as cleaning, near_duplicates
 
 
 @pytest.fixture
@@ -74,7 +74,7 @@ def brute_force_pairs(x, threshold):
     x = x / np.linalg.norm(x, axis=1, keepdims=True)
     sims = x @ x.T
     i, j = np.nonzero(np.triu(sims, 1) >= threshold)
-    return {(a, b) for a, b in zip(i.tolist(), j.tolist())}
+    return {(a, b) for a, b in zip(i.tolist(), j.tolist(), strict=True)}
 
 
 def test_the_tiled_search_finds_exactly_the_pairs_of_the_full_matrix():
@@ -83,8 +83,9 @@ def test_the_tiled_search_finds_exactly_the_pairs_of_the_full_matrix():
     for a, b in [(3, 250), (40, 41), (100, 299), (7, 8)]:  # near-copies across and within tiles
         x[b] = x[a] + rng.normal(scale=0.05, size=16)
     found = near_duplicates.similar_pairs(x, 0.9, rows=64, cols=96)
-    assert set(zip(found.first.tolist(), found.second.tolist())) == brute_force_pairs(x, 0.9)
-    assert {(3, 250), (40, 41), (100, 299), (7, 8)} <= set(zip(found.first.tolist(), found.second.tolist()))
+    pairs = set(zip(found.first.tolist(), found.second.tolist(), strict=True))
+    assert pairs == brute_force_pairs(x, 0.9)
+    assert {(3, 250), (40, 41), (100, 299), (7, 8)} <= pairs
     assert (np.diff(found.similarity) <= 0).all() and (found.similarity >= 0.9).all()
     assert (found.first < found.second).all()
 
@@ -118,8 +119,10 @@ def test_near_duplicates_flag_validation_leakage_and_different_labels(dataset):
     pairs = {(p["first"]["image_id"], p["second"]["image_id"]): p for p in page.items}
     assert set(pairs) == {tuple(sorted(leak)), tuple(sorted(mixed))}
     assert pairs[tuple(sorted(leak))]["straddles_split"]
-    assert pairs[tuple(sorted(leak))]["labels_differ"] == (rows[leak[0]]["label"] != rows[leak[1]]["label"])
-    assert pairs[tuple(sorted(mixed))]["labels_differ"] and not pairs[tuple(sorted(mixed))]["straddles_split"]
+    assert pairs[tuple(sorted(leak))]["labels_differ"] == (
+        rows[leak[0]]["label"] != rows[leak[1]]["label"])
+    assert pairs[tuple(sorted(mixed))]["labels_differ"]
+    assert not pairs[tuple(sorted(mixed))]["straddles_split"]
     assert page.items[0]["similarity"] >= page.items[1]["similarity"]
 
     decisions.decide(dataset, "delete", [leak[1]])  # delete one of the pair
@@ -138,7 +141,7 @@ def test_suspected_label_errors_rank_flipped_labels_first_on_out_of_sample_proba
     truth = list(labels)
     flipped = {ids[i] for i in (0, 7, 12, 33, 40, 51)}
     p_a = []
-    for i, lbl in zip(ids, labels):
+    for i, lbl in zip(ids, labels, strict=True):
         true = ("b" if lbl == "a" else "a") if i in flipped else lbl
         p = rng.uniform(0.8, 0.97)
         p_a.append(p if true == "a" else 1 - p)
@@ -151,12 +154,13 @@ def test_suspected_label_errors_rank_flipped_labels_first_on_out_of_sample_proba
 
     train = [i for i in ids if i not in valid]
     fake_cv_scores(dataset.data_dir, train, ["a", "b"],
-                   two_class_probs([p for i, p in zip(ids, p_a) if i not in valid]))
+                   two_class_probs([p for i, p in zip(ids, p_a, strict=True) if i not in valid]))
     page = cleaner(dataset).label_issues(limit=len(flipped))
     assert page.total == len(ids)
     assert {i["image_id"] for i in page.items} == flipped
     first = page.items[0]
-    assert first["flagged"] and first["suggested"] != first["label"] and first["score"] == first["quality"]
+    assert first["flagged"] and first["suggested"] != first["label"]
+    assert first["score"] == first["quality"]
     assert first["quality"] == pytest.approx(1 - first["suggested_probability"], abs=1e-3)
 
     decisions.decide(dataset, "relabel", [first["image_id"]], label=first["suggested"])  # accept

@@ -1,19 +1,19 @@
-"""Scoring for the cleaner: every labeled image's probabilities and embedding, stored per version."""
+"""Scoring for the cleaner: each labeled image's probabilities and embedding, stored per version."""
 import numpy as np
 import pytest
 
+from webapp.cleaning import scoring
 from webapp.core import images
+from webapp.dataset.store import Dataset
 from webapp.jobs import runner as jobs
 from webapp.model import registry
-from webapp.cleaning import scoring
 from webapp.model.classifier import Classifier
-from webapp.dataset.store import Dataset
 
 
 def test_scoring_a_version_stores_probabilities_and_embeddings_of_every_labeled_image(trained_copy):
     data_dir, version, _ = trained_copy
     calls = []
-    meta = scoring.score_version(data_dir, version, progress=lambda d, t: calls.append((d, t)),
+    meta = scoring.score_version(data_dir, version, on_progress=lambda d, t: calls.append((d, t)),
                                  batch_size=16)
 
     labeled = scoring.labeled_images(data_dir)
@@ -44,7 +44,7 @@ def test_a_stopped_scoring_writes_nothing(trained_copy):
             raise jobs.Cancelled("stop")
 
     with pytest.raises(jobs.Cancelled):
-        scoring.score_version(data_dir, version, progress=cancel, batch_size=8)
+        scoring.score_version(data_dir, version, on_progress=cancel, batch_size=8)
     assert scoring.load_scores(data_dir, version) is None
 
 
@@ -71,7 +71,8 @@ def test_rescoring_is_a_job_and_a_missing_file_is_reported_not_fatal(trained_cop
     AdminSession(client).login()
     red = client.get("/clean/top-losses.json?label=red&limit=1000").get_json()
     assert red["version"] == version and red["total"] == sum(
-        1 for r in scoring.labeled_images(data_dir) if r["label"] == "red" and r["id"] != gone["id"])
+        1 for r in scoring.labeled_images(data_dir)
+        if r["label"] == "red" and r["id"] != gone["id"])
     assert red["items"][-1]["predicted"] == "red"
     assert client.get("/clean/?label=red").status_code == 200
     assert client.get("/clean/duplicates").status_code == 200
@@ -85,7 +86,7 @@ def test_rescoring_without_a_model_fails_with_a_reason(tmp_path):
 
 
 def test_cross_validation_gives_every_training_image_an_out_of_fold_score(trained_copy):
-    from webapp.cleaning import lists as cleaning, crossval
+    from webapp.cleaning import crossval, lists as cleaning
 
     data_dir, version, _ = trained_copy
     job = jobs.run_here(data_dir, "score", {"cv_folds": 2, "cv_epochs": 1})

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from tests.cleaning_data import add_pictures, fake_scores
-from webapp.jobs import runner as jobs
 from webapp.dataset.store import Dataset
+from webapp.jobs import runner as jobs
 
 
 @pytest.fixture
@@ -48,7 +48,8 @@ def test_the_json_lists_carry_names_as_in_cleaned_csv_labels_and_scores(app, adm
     for item in top["items"]:
         assert manifest[item["name"]]["label"] == item["label"]
         assert item["score"] == item["loss"]
-    assert [i["score"] for i in top["items"]] == sorted((i["score"] for i in top["items"]), reverse=True)
+    scores = [i["score"] for i in top["items"]]
+    assert scores == sorted(scores, reverse=True)
     red = client.get("/clean/top-losses.json?label=red&split=both").get_json()
     assert red["total"] == 5 and {i["label"] for i in red["items"]} == {"red"}
 
@@ -80,7 +81,7 @@ def test_a_bad_threshold_gets_a_clear_400(admin, client, scored):
 def test_the_review_page_shows_images_by_loss_with_their_decisions(admin, client, scored):
     ids, labels, p_red = scored
     page = client.get("/clean/?label=red").get_data(as_text=True)
-    reds = sorted((p, i) for i, lbl, p in zip(ids, labels, p_red) if lbl == "red")
+    reds = sorted((p, i) for i, lbl, p in zip(ids, labels, p_red, strict=True) if lbl == "red")
     positions = [page.index(f'data-image-id="{i}"') for _, i in reds]
     assert positions == sorted(positions)  # the least probable red first: the highest loss
     assert f'/media/{ids[2]}?size=256' in page and 'name="csrf_token"' in page
@@ -92,7 +93,7 @@ def test_the_confusion_matrix_cell_shows_exactly_its_validation_images(app, admi
     ds = Dataset(app.config["DATA_DIR"])
     valid = {r["id"] for r in ds.labeled() if r["is_valid"]}
     ds.close()
-    wrong = {i for i, lbl, p in zip(ids, labels, p_red) if lbl == "red" and p < 0.5}
+    wrong = {i for i, lbl, p in zip(ids, labels, p_red, strict=True) if lbl == "red" and p < 0.5}
     cell = wrong & valid
     assert cell and wrong - valid  # the generated split puts such images on both sides
     page = client.get("/clean/?actual=red&predicted=blue").get_data(as_text=True)
@@ -102,26 +103,31 @@ def test_the_confusion_matrix_cell_shows_exactly_its_validation_images(app, admi
     assert {i["image_id"] for i in both["items"]} == wrong
 
 
-def test_decisions_are_saved_at_once_in_cleaned_csv_and_undo_last_takes_them_back(app, admin, client, scored):
+def test_decisions_are_saved_at_once_in_cleaned_csv_and_undo_last_takes_them_back(
+        app, admin, client, scored):
     ids, labels, _ = scored
     token = admin.csrf_token()
     r = client.post("/clean/decide", data={"action": "relabel", "image_id": [ids[2], ids[4]],
-                                           "label": "blue", "csrf_token": token, "next": "/clean/?label=red"})
+                                           "label": "blue", "csrf_token": token,
+                                           "next": "/clean/?label=red"})
     assert r.status_code == 303 and r.location.endswith("/clean/?label=red")
     manifest = cleaned_csv(app)
     ds = Dataset(app.config["DATA_DIR"])
     assert manifest[ds.image(ids[2])["path"]]["label"] == "blue"
     assert manifest[ds.image(ids[4])["path"]]["label"] == "blue"
 
-    r = client.post("/clean/decide", data={"action": "delete", "image_id": ids[0], "csrf_token": token},
+    r = client.post("/clean/decide",
+                    data={"action": "delete", "image_id": ids[0], "csrf_token": token},
                     headers={"Accept": "application/json"})
     assert r.status_code == 200 and r.get_json() == {"message": "Deleted 1 image."}
     assert ds.image(ids[0])["path"] not in cleaned_csv(app)
 
-    r = client.post("/clean/undo-last", data={"csrf_token": token}, headers={"Accept": "application/json"})
+    r = client.post("/clean/undo-last", data={"csrf_token": token},
+                    headers={"Accept": "application/json"})
     assert r.get_json()["message"].startswith(f"Undone: deleted image #{ids[0]}")
     assert ds.image(ids[0])["path"] in cleaned_csv(app)
-    r = client.post("/clean/undo-last", data={"csrf_token": token}, headers={"Accept": "application/json"})
+    r = client.post("/clean/undo-last", data={"csrf_token": token},
+                    headers={"Accept": "application/json"})
     assert "Undone" in r.get_json()["message"]  # the two relabels, as one step
     manifest = cleaned_csv(app)
     assert [manifest[ds.image(i)["path"]]["label"] for i in (ids[2], ids[4])] == ["red", "red"]
@@ -138,7 +144,8 @@ def test_decisions_are_saved_at_once_in_cleaned_csv_and_undo_last_takes_them_bac
     ({"action": "keep", "image_id": "1", "other_id": "two"}, "is not an image id"),
     ({"action": "keep", "image_id": "1", "other_id": "1"}, "a pair needs two different images"),
 ])
-def test_bad_decisions_are_refused_with_a_reason_and_change_nothing(app, admin, client, scored, form, message):
+def test_bad_decisions_are_refused_with_a_reason_and_change_nothing(
+        app, admin, client, scored, form, message):
     before = cleaned_csv(app)
     r = client.post("/clean/decide", data={**form, "csrf_token": admin.csrf_token()},
                     headers={"Accept": "application/json"})
@@ -160,7 +167,8 @@ def test_history_lists_events_in_words_and_undoes_any_single_one(app, admin, cli
                                        "csrf_token": token})
     client.post("/clean/decide", data={"action": "keep", "image_id": ids[6], "csrf_token": token})
     page = client.get("/clean/history").get_data(as_text=True)
-    assert f"deleted image #{ids[1]}" in page and f"image #{ids[5]}: &#39;blue&#39; → &#39;red&#39;" in page
+    assert f"deleted image #{ids[1]}" in page
+    assert f"image #{ids[5]}: &#39;blue&#39; → &#39;red&#39;" in page
     assert f"kept image #{ids[6]} as labelled" in page
     ds = Dataset(app.config["DATA_DIR"])
     delete_event = next(e for e in ds.history() if e["kind"] == "delete")
@@ -178,7 +186,8 @@ def test_rescoring_starts_a_score_job_with_the_chosen_folds(admin, client, score
     started = []
     monkeypatch.setattr(jobs, "start", lambda d, kind, params: started.append((kind, params)) or 7)
     token = admin.csrf_token()
-    r = client.post("/clean/rescore", data={"cv_folds": "5", "csrf_token": token, "next": "/clean/"})
+    r = client.post("/clean/rescore",
+                    data={"cv_folds": "5", "csrf_token": token, "next": "/clean/"})
     assert r.status_code == 303 and started == [("score", {"version": "made-up", "cv_folds": 5})]
     r = client.post("/clean/rescore", data={"cv_folds": "1", "csrf_token": token},
                     headers={"Accept": "application/json"})
@@ -188,23 +197,27 @@ def test_rescoring_starts_a_score_job_with_the_chosen_folds(admin, client, score
         raise jobs.JobRefused("A train job (#3) is running; wait for it to finish or cancel it.", 3)
 
     monkeypatch.setattr(jobs, "start", refuse)
-    r = client.post("/clean/rescore", data={"csrf_token": token}, headers={"Accept": "application/json"})
+    r = client.post("/clean/rescore", data={"csrf_token": token},
+                    headers={"Accept": "application/json"})
     assert r.status_code == 400 and "train job (#3) is running" in r.get_json()["error"]
 
 
-def test_a_report_can_ask_for_another_versions_lists_but_only_a_registered_one(app, admin, client, scored):
+def test_a_report_can_ask_for_another_versions_lists_but_only_a_registered_one(
+        app, admin, client, scored):
     from tests.cleaning_data import fake_scores
     from webapp.model import registry
 
     ids, labels, p_red = scored
     data_dir = app.config["DATA_DIR"]
-    fake_scores(data_dir, ids, ["blue", "red"], [[0.5, 0.5]] * 9 + [[0.001, 0.999]], version="older")
+    fake_scores(data_dir, ids, ["blue", "red"], [[0.5, 0.5]] * 9 + [[0.001, 0.999]],
+                version="older")
     (registry.models_dir(data_dir) / "older" / registry.EXPORT).write_bytes(b"a stand-in")
     registry.record_version(data_dir, registry.models_dir(data_dir) / "older", {}, "test")
     (registry.models_dir(data_dir) / "ACTIVE").write_text("made-up\n")
 
     older = client.get("/clean/top-losses.json?version=older&limit=1").get_json()
-    assert older["version"] == "older" and older["items"][0]["image_id"] == ids[9]  # blue, p(red) .999
+    assert older["version"] == "older"
+    assert older["items"][0]["image_id"] == ids[9]  # blue, p(red) .999
     page = client.get("/clean/?version=older").get_data(as_text=True)
     assert "not the active model" in page
     assert client.get("/clean/top-losses.json").get_json()["version"] == "made-up"

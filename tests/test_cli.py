@@ -3,6 +3,7 @@ import csv
 import random
 
 from tests.pictures import encode, jpeg, tinted
+from webapp.model.training import TrainOptions
 
 
 def make_folder(root):
@@ -53,6 +54,16 @@ def test_train_refuses_clearly_without_data(runner):
     assert r.exit_code != 0 and "cleaned.csv does not exist yet" in r.output
 
 
+def test_train_help_shows_the_recipes_own_defaults(runner):
+    out = runner.invoke(args=["train", "--help"]).output
+    d = TrainOptions()
+    for option, value in (("--arch", d.arch), ("--size", d.size), ("--epochs", d.epochs),
+                          ("--fine-tune-epochs", d.fine_tune_epochs), ("--bs", d.bs),
+                          ("--lr-find-iters", d.lr_find_iters)):
+        shown = out[out.index(f"  {option} "):].split("[default: ", 1)[1].split("]", 1)[0]
+        assert shown == str(value), option
+
+
 def test_demo_skips_when_a_model_is_active(runner, app):
     from webapp.model import registry
     (registry.models_dir(app.config["DATA_DIR"])).mkdir(parents=True)
@@ -62,8 +73,8 @@ def test_demo_skips_when_a_model_is_active(runner, app):
 
 
 def test_demo_pictures_are_varied_and_labeled():
-    from webapp.lesson import demo
     from webapp.core.images import intake
+    from webapp.lesson import demo
 
     pics = list(demo.scene_images(per_class=4, size=48))
     assert [label for label, _ in pics[:3]] == list(demo.SCENES)

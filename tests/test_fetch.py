@@ -35,7 +35,8 @@ def test_redirects_are_followed_and_checked_again(httpserver):
 
 
 def test_too_many_redirects(httpserver):
-    httpserver.expect_request("/loop").respond_with_data("", status=302, headers={"Location": "/loop"})
+    httpserver.expect_request("/loop").respond_with_data("", status=302,
+                                                         headers={"Location": "/loop"})
     with pytest.raises(fetch.FetchError, match="redirects"):
         fetch.fetch(httpserver.url_for("/loop"), limits())
 

@@ -39,8 +39,8 @@ def gunicorn(trained_copy, tmp_path):
     env = {**os.environ, "WINNOW_DATA_DIR": str(data_dir), "WINNOW_BIND": f"127.0.0.1:{port}",
            "WINNOW_WORKERS": "2", "WINNOW_ADMIN_PASSWORD": "pw"}
     log = open(tmp_path / "gunicorn.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
     while True:
@@ -51,7 +51,8 @@ def gunicorn(trained_copy, tmp_path):
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
-            pytest.fail("gunicorn did not become ready:\n" + (tmp_path / "gunicorn.log").read_text())
+            log_text = (tmp_path / "gunicorn.log").read_text()
+            pytest.fail("gunicorn did not become ready:\n" + log_text)
         time.sleep(0.5)
     yield base, data_dir, version
     proc.send_signal(signal.SIGTERM)
@@ -65,7 +66,8 @@ def gunicorn(trained_copy, tmp_path):
 def test_two_workers_answer_200_requests_and_swap_models_under_load(gunicorn):
     base, data_dir, v1 = gunicorn
     v2 = second_version(data_dir, v1)
-    pictures = [jpeg(tinted(random.choice(["red", "blue"]), random.Random(i), 48)) for i in range(20)]
+    pictures = [jpeg(tinted(random.choice(["red", "blue"]), random.Random(i), 48))
+                for i in range(20)]
 
     def classify(i):
         if i == 100:  # halfway through, an admin activates another version
@@ -89,9 +91,9 @@ def test_metrics_add_up_across_workers(gunicorn):
         assert get_json(base + "/api/classify", data=picture)[0] == 200
     with urllib.request.urlopen(base + "/metrics", timeout=10) as r:
         text = r.read().decode()
-    line = next(l for l in text.splitlines()
-                if l.startswith('winnow_requests_total{endpoint="/api/classify",status="200"}'))
+    line = next(ln for ln in text.splitlines()
+                if ln.startswith('winnow_requests_total{endpoint="/api/classify",status="200"}'))
     assert float(line.split()[-1]) == 12  # whichever worker answered each one
-    serving = [l for l in text.splitlines()
-               if l.startswith("winnow_active_model{") and l.endswith(" 1.0")]
-    assert 1 <= len(serving) <= 2 and all(f'version="{version}"' in l for l in serving)
+    serving = [ln for ln in text.splitlines()
+               if ln.startswith("winnow_active_model{") and ln.endswith(" 1.0")]
+    assert 1 <= len(serving) <= 2 and all(f'version="{version}"' in ln for ln in serving)

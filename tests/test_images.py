@@ -35,7 +35,8 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("data, reason", BAD, ids=["empty", "truncated-jpeg", "text", "svg", "html"])
+@pytest.mark.parametrize("data, reason", BAD,
+                         ids=["empty", "truncated-jpeg", "text", "svg", "html"])
 def test_bad_inputs_are_refused_with_a_reason(data, reason):
     with pytest.raises(images.ImageRejected, match=reason):
         images.intake(data)

@@ -17,7 +17,8 @@ def pictures_server():
         if not found:
             return Response("not here", status=404)
         colour, n = found.groups()
-        return Response(jpeg(tinted(colour, random.Random(1000 + int(n)), 64)), mimetype="image/jpeg")
+        picture = jpeg(tinted(colour, random.Random(1000 + int(n)), 64))
+        return Response(picture, mimetype="image/jpeg")
 
     return serving(app)
 
@@ -45,7 +46,8 @@ def test_an_admin_builds_a_two_class_dataset_in_the_browser(browser, tmp_path):
         page.click("text=Upload pictures")
         page.set_input_files("#files", [str(f) for f in files])
         page.click("#upload-form button[type=submit]")
-        page.wait_for_function("document.getElementById('upload-summary').textContent.includes('stored 4')")
+        page.wait_for_function(
+            "document.getElementById('upload-summary').textContent.includes('stored 4')")
         assert page.locator("#upload-results tr.stored").count() == 4
         assert page.locator("#upload-progress").evaluate("el => el.value") == 4
         page.screenshot(path=str(ARTIFACTS / "label-upload.png"), full_page=True)

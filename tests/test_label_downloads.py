@@ -1,4 +1,4 @@
-"""URL lists: the lesson's files parsed, downloaded in parallel as a job, every URL accounted for."""
+"""URL lists: the lesson's files parsed, downloaded in parallel as a job, each URL accounted for."""
 import random
 import time
 from pathlib import Path
@@ -9,9 +9,9 @@ from werkzeug import Request, Response
 from tests.conftest import serving
 from tests.pictures import jpeg, tinted
 from tests.test_jobs import wait_for
+from webapp.dataset.store import Dataset
 from webapp.ingest import downloads
 from webapp.jobs import runner as jobs
-from webapp.dataset.store import Dataset
 
 LOCAL_NETS = "127.0.0.1/32,::1/128"
 SETTINGS = {"VALID_PCT": 0.2, "SPLIT_SEED": 42, "MAX_PIXELS": 25_000_000,
@@ -37,7 +37,7 @@ def trickle():
 
 
 def web_of_pictures(extra=None):
-    """A local server with good pictures, a copy of one, a 404, a page, a huge body and a slow one."""
+    """A local server: good pictures, a copy of one, a 404, a page, a huge body and a slow one."""
     routes = {f"/good{i}.jpg": lambda r, i=i: Response(picture(i), mimetype="image/jpeg")
               for i in range(4)}
     routes.update({
@@ -129,7 +129,8 @@ def test_a_mixed_list_is_reported_url_by_url_and_only_good_distinct_pictures_are
         for path, (status, words) in EXPECTED.items():
             item = seen[base + path]
             assert item["status"] == status and words in item["detail"], (path, item)
-        stored, copy = sorted((seen[base + p] for p in TWINS), key=lambda i: i["status"] != "stored")
+        stored, copy = sorted((seen[base + p] for p in TWINS),
+                              key=lambda i: i["status"] != "stored")
         assert (stored["status"], copy["status"]) == ("stored", "duplicate")
         assert copy["image_id"] == stored["image_id"]
         assert copy["detail"] == f"same picture as image #{stored['image_id']}"
@@ -227,7 +228,8 @@ def test_an_admin_pastes_a_list_and_watches_each_url_arrive(url_app, tmp_path):
 
 
 def test_a_list_without_urls_is_refused_with_the_reason(admin, client):
-    r = client.post("/label/urls", data={"urls": "null\nnot a url\n", "csrf_token": admin.csrf_token()})
+    r = client.post("/label/urls",
+                    data={"urls": "null\nnot a url\n", "csrf_token": admin.csrf_token()})
     assert r.status_code == 400
     page = r.get_data(as_text=True)
     assert "There are no http(s) URLs in that list" in page and "line 1" in page

@@ -8,10 +8,10 @@ import pytest
 from tests.conftest import AdminSession, make_app
 from tests.pictures import jpeg, tinted
 from tests.test_jobs import wait_for
-from webapp.jobs import runner as jobs
 from webapp.dataset import unlabeled
-from webapp.model.classifier import Prediction
 from webapp.dataset.store import Dataset
+from webapp.jobs import runner as jobs
+from webapp.model.classifier import Prediction
 
 
 def picture(seed, size=40, label="red"):
@@ -53,7 +53,8 @@ def test_an_admin_builds_classes_and_sees_counts_per_split(app, admin, client, s
 def test_renaming_and_deleting_a_class_can_be_undone(app, admin, client, store):
     post(client, admin, "/label/classes", name="grizly")
     ids = [store.add_image(picture(i), label="grizly").image_id for i in range(3)]
-    assert post(client, admin, "/label/classes/grizly/rename", new_name="grizzly").status_code == 303
+    r = post(client, admin, "/label/classes/grizly/rename", new_name="grizzly")
+    assert r.status_code == 303
     assert {store.image(i)["label"] for i in ids} == {"grizzly"}
 
     r = post(client, admin, "/label/classes/grizzly/delete", images_to="unlabel")
@@ -194,7 +195,7 @@ def test_the_suggest_job_looks_at_every_unlabeled_image_with_the_active_model(tr
     assert job["status"] == "succeeded", jobs.read_log(data_dir, job["id"])
     assert unlabeled.counts(ds.conn, version) == (3, 3)
     suggested = {w.id: w.suggested for w in unlabeled.queue(ds.conn, version, limit=10)}
-    assert suggested == dict(zip(new, ["red", "blue", "red"]))
+    assert suggested == dict(zip(new, ["red", "blue", "red"], strict=True))
     ds.close()
 
 
@@ -206,7 +207,8 @@ def test_an_admin_adds_a_classified_picture_to_the_dataset(trained_copy):
     visitor = app.test_client()
     token = AdminSession(visitor).csrf_token()
     pic = picture(7, 48, "red")
-    public = visitor.post("/classify", data={"file": (io.BytesIO(pic), "mine.jpg"), "csrf_token": token},
+    public = visitor.post("/classify",
+                          data={"file": (io.BytesIO(pic), "mine.jpg"), "csrf_token": token},
                           content_type="multipart/form-data").get_data(as_text=True)
     assert "It looks like" in public and "Add this picture" not in public
 

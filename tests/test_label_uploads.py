@@ -1,4 +1,4 @@
-"""Uploads: many pictures at once, and zips of class folders that cannot reach outside themselves."""
+"""Uploads: many pictures at once, and zips of class folders that cannot reach outside them."""
 import io
 import random
 import stat
@@ -8,9 +8,9 @@ import pytest
 
 from tests.pictures import jpeg, tinted
 from tests.test_jobs import wait_for
-from webapp.jobs import runner as jobs
-from webapp.ingest import uploads
 from webapp.dataset.store import Dataset
+from webapp.ingest import uploads
+from webapp.jobs import runner as jobs
 
 
 def picture(seed, label="red"):
@@ -54,8 +54,10 @@ def test_the_browser_sends_batches_and_gets_json_outcomes(app, admin, client):
     assert answer["items"][1]["url"] == f"/media/{answer['items'][0]['image_id']}"
     empty = upload(client, admin, [], path="/label/upload.json")
     assert empty.status_code == 400 and "Choose at least one picture" in empty.get_json()["error"]
-    bad_class = upload(client, admin, [("y.jpg", picture(6))], label="../etc", path="/label/upload.json")
-    assert bad_class.status_code == 400 and "not a usable class name" in bad_class.get_json()["error"]
+    bad_class = upload(client, admin, [("y.jpg", picture(6))], label="../etc",
+                       path="/label/upload.json")
+    assert bad_class.status_code == 400
+    assert "not a usable class name" in bad_class.get_json()["error"]
     ds = Dataset(app.config["DATA_DIR"])
     assert ds.unlabeled_count() == 1 and ds.class_names() == []
     ds.close()

@@ -33,7 +33,7 @@ def test_the_app_serves_with_onnx_runtime_and_matches_learn_predict(trained_dir)
     for pic in pictures():
         _, _, probs = learn.predict(pic)
         ours = dict(clf.predict(pic))
-        assert max(abs(ours[c] - float(p)) for c, p in zip(clf.vocab, probs)) <= 1e-4
+        assert max(abs(ours[c] - float(p)) for c, p in zip(clf.vocab, probs, strict=True)) <= 1e-4
 
 
 def test_a_changed_onnx_file_is_not_served(trained_copy):

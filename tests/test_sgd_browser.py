@@ -5,6 +5,7 @@ import pytest
 from tests.conftest import ARTIFACTS, serving
 from webapp.app import create_app
 
+
 @pytest.fixture
 def live_url(tmp_path):
     app = create_app({"TESTING": True, "DATA_DIR": str(tmp_path), "LOAD_MODEL": False,

@@ -6,6 +6,7 @@ import random
 import pytest
 
 from tests.pictures import jpeg, tinted, tinted_set
+from webapp.core import files
 from webapp.dataset import manifest
 from webapp.dataset.store import Dataset, StoreError, is_valid_for
 
@@ -36,7 +37,7 @@ def test_rejected_file_stores_nothing(dataset):
 
 def test_split_is_fixed_by_content_under_relabel_and_growth(tmp_path):
     ds = Dataset(tmp_path / "d")
-    ids = [ds.add_image(d, label=l).image_id for l, d in tinted_set(per_class=30, seed=1)]
+    ids = [ds.add_image(d, label=lbl).image_id for lbl, d in tinted_set(per_class=30, seed=1)]
     before = {i: ds.image(i)["is_valid"] for i in ids}
     assert 0.08 < sum(before.values()) / len(ids) < 0.35  # about valid_pct = 0.2
     for i in ids[::3]:
@@ -102,7 +103,7 @@ def test_delete_moves_to_trash_and_restore_brings_it_back(dataset):
 
 
 def test_classes_rename_and_delete(dataset):
-    ids = [dataset.add_image(d, label=l).image_id for l, d in tinted_set(per_class=3, seed=6)]
+    ids = [dataset.add_image(d, label=lbl).image_id for lbl, d in tinted_set(per_class=3, seed=6)]
     dataset.change("add_class", name="empty one")
     assert dataset.class_counts()["empty one"] == {"train": 0, "valid": 0}
     dataset.change("rename_class", name="red", new_name="crimson")
@@ -124,14 +125,18 @@ def test_unusable_class_names_are_refused(dataset, name):
 
 
 def test_cleaned_csv_is_replaced_atomically(dataset, monkeypatch):
-    dataset.add_image(jpeg(tinted("red", random.Random(7))), label="red")
+    img = dataset.add_image(jpeg(tinted("red", random.Random(7))), label="red")
     before = (dataset.data_dir / "cleaned.csv").read_text()
+    entries = sorted(dataset.data_dir.iterdir())
 
     def crash(*a):
         raise OSError("no space left")
 
-    monkeypatch.setattr(manifest.os, "replace", crash)
-    with pytest.raises(OSError):
-        dataset.write_cleaned_csv()
+    monkeypatch.setattr(files.os, "replace", crash)  # the relabel commits, its CSV rewrite fails
+    with pytest.raises(OSError, match="no space left"):
+        dataset.change("relabel", image_id=img.image_id, label="blue")
     assert (dataset.data_dir / "cleaned.csv").read_text() == before
-    assert not list(dataset.data_dir.glob(".cleaned-*"))
+    assert sorted(dataset.data_dir.iterdir()) == entries  # no temp file left behind
+    monkeypatch.undo()
+    dataset.write_cleaned_csv()  # the next write catches up
+    assert [r["label"] for r in cleaned(dataset)] == ["blue"]

@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from tests.pictures import tinted_set
-from webapp.model import registry, training
 from webapp.dataset.store import Dataset
+from webapp.model import registry, training
+from webapp.web import forms
 
 
 def test_cleaned_csv_loads_unchanged_in_plain_fastai(trained_dir):
@@ -115,3 +116,15 @@ def test_pretrained_weights_in_the_torch_cache_are_used(trained_copy, tmp_path, 
     version, metrics = training.train(data_dir, opts, log=lines.append)
     assert metrics["pretrained"] is True and "ImageNet weights" in lines[0]
     assert registry.active_version(data_dir) != version  # --no-activate kept the old one
+
+
+def test_an_offline_machine_never_tries_to_download_weights(monkeypatch):
+    """WINNOW_OFFLINE=1 reaches the train job's options: weights from the cache only."""
+    asked = []
+    monkeypatch.setattr(training, "pretrained_weights_available",
+                        lambda arch, allow_download=True: asked.append(allow_download) or False)
+    for offline in (True, False):
+        settings = forms.recipe_settings({"VALID_PCT": 0.2, "SPLIT_SEED": 42, "OFFLINE": offline})
+        opts = training.TrainOptions.from_params({"arch": "resnet18", **settings})
+        assert training._use_pretrained(opts, lambda line: None, [], {}) is False
+    assert asked == [False, True]

@@ -133,9 +133,11 @@ def test_a_new_class_cannot_be_undone_once_it_has_images(dataset, three):
 def test_a_store_made_before_undo_existed_gains_the_columns(tmp_path):
     path = tmp_path / db.DB_NAME
     old = sqlite3.connect(path)
-    old.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, at TEXT NOT NULL, actor TEXT NOT NULL, "
-                "kind TEXT NOT NULL, image_id INTEGER, before TEXT, after TEXT)")
-    old.execute("INSERT INTO events(at, actor, kind, after) VALUES ('t', 'cli', 'add_class', '{\"name\": \"x\"}')")
+    old.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, at TEXT NOT NULL, "
+                "actor TEXT NOT NULL, kind TEXT NOT NULL, image_id INTEGER, before TEXT, "
+                "after TEXT)")
+    old.execute("INSERT INTO events(at, actor, kind, after) "
+                "VALUES ('t', 'cli', 'add_class', '{\"name\": \"x\"}')")
     old.commit()
     old.close()
     ds = Dataset(tmp_path)

@@ -1,11 +1,12 @@
 """The app factory: config, the data dir, extensions, blueprints and the shared learner."""
-import os
+import fcntl
 import secrets
 from pathlib import Path
 
 from flask import Flask
 
 from webapp import config
+from webapp.core import files
 from webapp.core.processes import ROOT
 from webapp.web import auth, cli, cli_score, errors, metrics, resources
 from webapp.web.views import admin, classify, clean, jobs, label, main, media, sgd
@@ -14,11 +15,26 @@ from webapp.web.views import admin, classify, clean, jobs, label, main, media, s
 def _secret_key(data_dir):
     """Return the data dir's secret key, generating and keeping one on first use."""
     path = Path(data_dir) / "secret_key"
-    if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(32))
-    return path.read_text().strip()
+    try:
+        key = path.read_text().strip()
+    except FileNotFoundError:
+        try:
+            files.create_whole(path, secrets.token_hex(32), perms=0o600)
+        except FileExistsError:
+            pass  # another worker created it first: its key is whole, and every worker uses it
+        return path.read_text().strip()
+    return key or _replace_blank_key(path)
+
+
+def _replace_blank_key(path):
+    """Replace an empty key file (an older writer's crash) with a new key, once for all workers."""
+    with open(path, "rb") as blank:
+        fcntl.flock(blank, fcntl.LOCK_EX)  # workers that found it blank take turns: one writes
+        key = path.read_text().strip()
+        if not key:
+            key = secrets.token_hex(32)
+            files.write_atomic(path, key, perms=0o600)
+    return key
 
 
 def create_app(test_config=None):

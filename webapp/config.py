@@ -1,5 +1,12 @@
-"""Configuration: one place, read from the environment with defaults."""
+"""Configuration: one place, read from the environment with defaults.
+
+The defaults of limits that the domain also needs without an app (a job process, the CLI, tests)
+are the domain's own constants, so each number is written once.
+"""
 import os
+
+from webapp.core import fetch, images
+from webapp.ingest import uploads
 
 
 def _int(name, default):
@@ -19,19 +26,21 @@ def from_environment():
         "ADMIN_PASSWORD": os.environ.get("WINNOW_ADMIN_PASSWORD") or None,
         "VALID_PCT": _float("WINNOW_VALID_PCT", 0.2),
         "SPLIT_SEED": _int("WINNOW_SPLIT_SEED", 42),
-        "MAX_PIXELS": _int("WINNOW_MAX_PIXELS", 25_000_000),
+        "MAX_PIXELS": _int("WINNOW_MAX_PIXELS", images.DEFAULT_MAX_PIXELS),
         "MAX_CONTENT_LENGTH": _int("WINNOW_MAX_UPLOAD_BYTES", 20 * 1024 * 1024),
         # An imported export.pkl (resnet50's is about 100 MB) gets its own, larger cap.
         "MAX_MODEL_UPLOAD_BYTES": _int("WINNOW_MAX_MODEL_UPLOAD_BYTES", 500 * 1024 * 1024),
         # A zip of class folders gets its own upload cap, and caps on what it unpacks to.
         "MAX_ZIP_UPLOAD_BYTES": _int("WINNOW_MAX_ZIP_UPLOAD_BYTES", 1024 ** 3),
-        "ZIP_MAX_ENTRIES": _int("WINNOW_ZIP_MAX_ENTRIES", 20_000),
-        "ZIP_MAX_BYTES": _int("WINNOW_ZIP_MAX_BYTES", 2 * 1024 ** 3),
+        "ZIP_MAX_ENTRIES": _int("WINNOW_ZIP_MAX_ENTRIES", uploads.MAX_ZIP_ENTRIES),
+        "ZIP_MAX_BYTES": _int("WINNOW_ZIP_MAX_BYTES", uploads.MAX_ZIP_BYTES),
         "LOGIN_RATE_LIMIT": os.environ.get("WINNOW_LOGIN_RATE_LIMIT", "10 per minute"),
         # Private networks that server-side fetching may reach (intranets, tests): "a/b,c/d".
         "FETCH_ALLOW_NETS": os.environ.get("WINNOW_FETCH_ALLOW_NETS", ""),
-        "FETCH_MAX_BYTES": _int("WINNOW_FETCH_MAX_BYTES", 10 * 1024 * 1024),
-        "FETCH_DEADLINE": _float("WINNOW_FETCH_DEADLINE", 20.0),
+        "FETCH_MAX_BYTES": _int("WINNOW_FETCH_MAX_BYTES", fetch.Limits.max_bytes),
+        "FETCH_DEADLINE": _float("WINNOW_FETCH_DEADLINE", fetch.Limits.deadline),
         # Load the active model when the app is created (the serving default).
         "LOAD_MODEL": os.environ.get("WINNOW_LOAD_MODEL", "1") != "0",
+        # Never try to download ImageNet weights (an offline machine): train from scratch.
+        "OFFLINE": os.environ.get("WINNOW_OFFLINE", "0") == "1",
     }

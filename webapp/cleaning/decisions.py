@@ -46,24 +46,23 @@ def decide(dataset, action, image_ids, label=None, other_id=None, actor="admin")
         dataset.apply([{"kind": "relabel", "image_id": i, "label": label} for i in ids], actor)
         return f"Relabelled {n} as {label!r}."
     if action == "keep":
-        keep(dataset.conn, ids, other_id, actor)
+        keep(dataset, ids, other_id, actor)
         return "Kept both images of the pair." if other_id else f"Kept {n} as labelled."
     raise DecisionRefused(f"unknown decision {action!r}; choose one of {', '.join(ACTIONS)}")
 
 
-def keep(conn, image_ids, other_id=None, actor="admin"):
+def keep(dataset, image_ids, other_id=None, actor="admin"):
     """Record images (or, with other_id, pairs) as kept; return the decision's batch id."""
     other = parse_ids([other_id])[0] if other_id not in (None, "") else None
     if other is not None and other in image_ids:
         raise DecisionRefused("a pair needs two different images")
+    conn = dataset.conn
     with db.transaction(conn):
         wanted = set(image_ids) | ({other} if other else set())
-        live = {r["id"] for r in conn.execute(
-            f"SELECT id FROM images WHERE deleted IS NULL AND id IN ({','.join('?' * len(wanted))})",
-            list(wanted))}
-        if wanted - live:
-            raise DecisionRefused(f"there is no live image with id {min(wanted - live)}")
-        after = conn.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0]
+        missing = wanted - dataset.live_ids(wanted)
+        if missing:
+            raise DecisionRefused(f"there is no live image with id {min(missing)}")
+        after = dataset.last_event_id()
         batch = None
         for i in image_ids:
             a, b = (min(i, other), max(i, other)) if other else (i, None)
@@ -119,8 +118,7 @@ def undo_last(dataset, actor=None):
         "FROM clean_kept WHERE undone IS NULL "
         + ("AND actor = ? " if actor else "") + "GROUP BY batch ORDER BY batch DESC LIMIT 1",
         (actor,) if actor else ()).fetchone()
-    change_end = conn.execute("SELECT MAX(id) FROM events WHERE change_id = ?",
-                              (change,)).fetchone()[0] if change else None
+    change_end = dataset.change_events(change)[-1]["id"] if change else None
     if keep_row and (change is None or keep_row["after_event"] >= change_end):
         n = undo_keep(conn, keep_row["batch"])
         if keep_row["other"]:
@@ -130,8 +128,7 @@ def undo_last(dataset, actor=None):
         return None
     texts = [describe(r["kind"], r["image_id"], json.loads(r["before"] or "{}"),
                       json.loads(r["after"] or "{}"))
-             for r in conn.execute("SELECT * FROM events WHERE change_id = ? AND kind IN "
-                                   "('relabel', 'delete') ORDER BY id", (change,))]
+             for r in dataset.change_events(change, UNDO_KINDS)]
     dataset.undo_change(change, actor or "admin")
     shown = "; ".join(texts[:3]) + (f"; and {len(texts) - 3} more" if len(texts) > 3 else "")
     return f"Undone: {shown}."

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from webapp.cleaning import decisions, near_duplicates, scoring
+from webapp.cleaning import crossval, decisions, near_duplicates, scoring
 from webapp.model import registry
 
 SPLITS = ("both", "train", "valid")
@@ -176,13 +176,11 @@ class Cleaner:
         probs = [self.probs[rows]]
         cv = scoring.load_cv_scores(self.data_dir, self.version)
         if cv is not None:
-            from webapp.cleaning.crossval import aligned
-
             _, mine, theirs = np.intersect1d(self.ids, cv.image_ids, assume_unique=True,
                                              return_indices=True)
             train = ~self.valid[mine]
             rows = np.concatenate([rows, mine[train]])
-            probs.append(aligned(cv.probs[theirs[train]], list(cv.vocab), self.vocab))
+            probs.append(crossval.aligned(cv.probs[theirs[train]], list(cv.vocab), self.vocab))
         return rows, np.concatenate(probs)
 
     def label_issues(self, offset=0, limit=30):
@@ -246,8 +244,6 @@ def rank_label_issues(labels, probs):
 
 def status(cleaner):
     """Return what the pages say about the scores: model, when scored, coverage, CV cost."""
-    from webapp.cleaning import crossval
-
     if cleaner.version is None:
         return {"version": None, "scored": False}
     try:

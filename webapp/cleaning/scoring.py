@@ -6,16 +6,17 @@ timing). Losses are not stored: the cleaner computes them from the probabilities
 image's current label, so a relabel re-ranks at once.
 """
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from webapp.core import db, images
+from webapp.cleaning import near_duplicates
+from webapp.core import files, images
+from webapp.dataset.store import Dataset
 from webapp.model import registry
+from webapp.model.classifier import Classifier
 
 SCORES = "scores.npz"
 SCORES_META = "scores.json"
@@ -51,10 +52,11 @@ class Scores:
 
 def labeled_images(data_dir):
     """Return the live labeled images (id, path, label, is_valid), oldest first."""
-    with db.session(data_dir) as conn:
-        return [dict(r) for r in conn.execute(
-            "SELECT id, path, label, is_valid FROM images "
-            "WHERE deleted IS NULL AND label IS NOT NULL ORDER BY id")]
+    dataset = Dataset(data_dir)
+    try:
+        return [dict(r) for r in dataset.labeled()]
+    finally:
+        dataset.close()
 
 
 def load_pictures(data_dir, rows):
@@ -94,33 +96,22 @@ def score_images(clf, data_dir, rows, progress=None, batch_size=64):
 
 def save_arrays(path, meta_path, meta, **arrays):
     """Write an .npz and its JSON atomically (the JSON last: it says the scores are complete)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-    with os.fdopen(fd, "w") as f:
+    with files.atomic_write(path, "wb") as f:
+        np.savez(f, **arrays)
+    with files.atomic_write(meta_path, "w", encoding="utf-8") as f:
         json.dump(meta, f, indent=2)
-    os.replace(tmp, meta_path)
 
 
-def score_version(data_dir, version, progress=None, batch_size=64):
+def score_version(data_dir, version, on_progress=None, batch_size=64):
     """Score every labeled live image with a version's learner and store the scores with it.
 
-    `progress(done, total)` is called after each batch (it may raise to stop: nothing is
+    `on_progress(done, total)` is called after each batch (it may raise to stop: nothing is
     written then). Return the summary that scores.json records.
     """
-    from webapp.model.classifier import Classifier
-
     started = time.monotonic()
     clf = Classifier(registry.load_learner_verified(data_dir, version), version)
     rows = labeled_images(data_dir)
-    ids, probs, embs, failed = score_images(clf, data_dir, rows, progress, batch_size)
+    ids, probs, embs, failed = score_images(clf, data_dir, rows, on_progress, batch_size)
     seconds = time.monotonic() - started
     meta = {"version": version, "vocab": clf.vocab, "images": int(len(ids)),
             "failed": failed, "embedding_dim": int(embs.shape[1]) if embs.size else 0,
@@ -136,8 +127,6 @@ def score_version(data_dir, version, progress=None, batch_size=64):
 
 def save_pairs(version_dir, ids, embeddings):
     """Find the near-duplicate pairs above PAIRS_FLOOR once, so the page needs no search."""
-    from webapp.cleaning import near_duplicates
-
     started = time.monotonic()
     pairs = near_duplicates.similar_pairs(embeddings, PAIRS_FLOOR) if len(ids) > 1 else None
     first, second, sims = ((ids[pairs.first], ids[pairs.second], pairs.similarity) if pairs
@@ -156,6 +145,14 @@ def load_arrays(data_dir, version, npz, meta_name, names):
         with np.load(vdir / npz) as z:
             return meta, {n: z[n] for n in names}
     except FileNotFoundError:
+        return None
+
+
+def scores_meta(data_dir, version):
+    """Return what scores.json says of a version's scores, or None before it was scored."""
+    try:
+        return json.loads((registry.models_dir(data_dir) / version / SCORES_META).read_text())
+    except (FileNotFoundError, ValueError):
         return None
 
 
@@ -180,26 +177,3 @@ def load_pairs(data_dir, version):
     """Return (first ids, second ids, similarities, meta) stored for a version, or None."""
     got = load_arrays(data_dir, version, PAIRS, PAIRS_META, ("first", "second", "similarity"))
     return None if got is None else (got[1]["first"], got[1]["second"], got[1]["similarity"], got[0])
-
-
-def run_job(job):
-    """The "score" job: rescore with a version (the active one by default), then cross-validate."""
-    version = job.params.get("version") or registry.active_version(job.data_dir)
-    if not version:
-        raise ScoringError("there is no active model to score with: train one first")
-    folds = int(job.params.get("cv_folds") or 0)
-    job.progress(0, None, phase="scoring", message=f"Scoring every labeled image with {version}")
-    meta = score_version(job.data_dir, version, progress=lambda d, t: job.progress(d, t),
-                         batch_size=int(job.params.get("batch_size") or 64))
-    message = (f"Scored {meta['images']} images with {version} "
-               f"({meta['images_per_second']} images/s).")
-    result = {"version": version, "scored": meta["images"], "failed": len(meta["failed"])}
-    if folds >= 2:
-        from webapp.cleaning import crossval
-
-        cv = crossval.cross_validate(job.data_dir, version, folds, job,
-                                     epochs=job.params.get("cv_epochs"))
-        message += (f" Cross-validated {cv['images']} training images with {folds} folds "
-                    f"in {cv['seconds']:.0f} s.")
-        result["cv"] = {"folds": folds, "images": cv["images"], "seconds": cv["seconds"]}
-    return {**result, "message": message}

@@ -37,6 +37,12 @@ class Limits:
     max_redirects: int = 3
     allow_nets: tuple = ()  # ip_network objects that are allowed although private
 
+    @classmethod
+    def from_settings(cls, settings):
+        """Return the limits that the FETCH_* settings (the app's config) give."""
+        return cls(max_bytes=settings["FETCH_MAX_BYTES"], deadline=settings["FETCH_DEADLINE"],
+                   allow_nets=parse_allow_nets(settings["FETCH_ALLOW_NETS"]))
+
 
 def parse_allow_nets(text):
     """Parse 'a/b, c/d' into networks (WINNOW_FETCH_ALLOW_NETS)."""

@@ -1,10 +1,10 @@
 """Browser-friendly copies of stored images, made once and cached under thumbs/."""
 import io
-import os
-import tempfile
 from pathlib import Path
 
 from PIL import Image
+
+from webapp.core import files
 
 SIZES = (128, 256, 512, 1024)  # longest side, in pixels
 BROWSER_FORMATS = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp",
@@ -30,8 +30,5 @@ def thumbnail(data_dir, source, sha256, size):
         buf = io.BytesIO()
         im.save(buf, "JPEG", quality=85)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(buf.getvalue())
-    os.replace(tmp, path)
+    files.write_atomic(path, buf.getvalue())
     return path

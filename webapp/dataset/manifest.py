@@ -1,10 +1,9 @@
 """cleaned.csv: the training manifest that plain fastai reads."""
 import csv
-import hashlib
 import io
-import os
-import tempfile
 from pathlib import Path
+
+from webapp.core import files
 
 CLEANED_CSV = "cleaned.csv"
 COLUMNS = ("name", "label", "is_valid")
@@ -21,23 +20,7 @@ def render_cleaned_csv(rows):
 
 
 def write_cleaned_csv(data_dir, rows):
-    """Write cleaned.csv into `data_dir` atomically (temp file + os.replace)."""
-    data_dir = Path(data_dir)
-    fd, tmp = tempfile.mkstemp(dir=data_dir, prefix=".cleaned-", suffix=".csv")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(render_cleaned_csv(rows))
-        os.replace(tmp, data_dir / CLEANED_CSV)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return data_dir / CLEANED_CSV
-
-
-def file_sha256(path):
-    """Return the sha256 of a file's bytes, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """Write cleaned.csv into `data_dir` atomically; return its path."""
+    path = Path(data_dir) / CLEANED_CSV
+    files.write_atomic(path, render_cleaned_csv(rows))
+    return path

@@ -3,12 +3,11 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from webapp.core import db, images
+from webapp.core import db, files, images
 from webapp.dataset import manifest
 
 CLASS_NAME = re.compile(r"^\w[\w .\-]{0,63}$")
@@ -50,18 +49,6 @@ def check_class_name(name):
     return name
 
 
-def _write_atomic(path, data):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _label_text(label):
     return f"{label!r}" if label is not None else "unlabeled"
 
@@ -83,6 +70,9 @@ def describe(kind, image_id, before, after):
     return texts[kind]() if kind in texts else kind
 
 
+SETTINGS = ("VALID_PCT", "SPLIT_SEED", "MAX_PIXELS")  # what a Dataset needs from the config
+
+
 class Dataset:
     """One data directory's images, classes and events."""
 
@@ -98,6 +88,11 @@ class Dataset:
     def from_config(cls, cfg):
         """Open the dataset an app's configuration names."""
         return cls(cfg["DATA_DIR"], cfg["VALID_PCT"], cfg["SPLIT_SEED"], cfg["MAX_PIXELS"])
+
+    @staticmethod
+    def settings(cfg):
+        """Return the settings from_config reads besides DATA_DIR (a job process gets them)."""
+        return {k: cfg[k] for k in SETTINGS}
 
     def close(self):
         """Close the database connection."""
@@ -141,6 +136,25 @@ class Dataset:
             "SELECT id, path, label, is_valid FROM images "
             "WHERE deleted IS NULL AND label IS NOT NULL ORDER BY id"
         ).fetchall()
+
+    def live_ids(self, image_ids):
+        """Return which of these image ids are live (stored and not deleted)."""
+        ids = list(image_ids)
+        return {r["id"] for r in self.conn.execute(
+            f"SELECT id FROM images WHERE deleted IS NULL AND id IN ({','.join('?' * len(ids))})",
+            ids)}
+
+    def last_event_id(self):
+        """Return the newest event's id (0 before any)."""
+        return self.conn.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0]
+
+    def change_events(self, change_id, kinds=None):
+        """Return one change's events, oldest first, only those of `kinds` if given."""
+        sql, args = "SELECT * FROM events WHERE change_id = ?", [change_id]
+        if kinds:
+            sql += f" AND kind IN ({','.join('?' * len(kinds))})"
+            args += list(kinds)
+        return self.conn.execute(sql + " ORDER BY id", args).fetchall()
 
     def events(self, limit=100):
         """Return the newest events first."""
@@ -193,7 +207,8 @@ class Dataset:
         except images.ImageRejected as e:
             return Added("rejected", name, reason=str(e))
         rel = f"images/{sha[:2]}/{sha}.{got.ext}"
-        _write_atomic(self.data_dir / rel, got.data)
+        (self.data_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+        files.write_atomic(self.data_dir / rel, got.data)
         self._change = self._undoes = None
         try:
             with db.transaction(self.conn):

@@ -69,25 +69,16 @@ def suggest(dataset, classifier, image_ids):
     return found
 
 
-def run_job(job):
-    """The suggest job: the active model's suggestion for every unlabeled image, in batches."""
-    from webapp.model import onnx_model, registry
-    from webapp.dataset.store import Dataset
+def suggest_all(dataset, classifier, on_progress=None):
+    """Keep the classifier's suggestion for every unlabeled image it has none for; return how many.
 
-    version, learner = registry.load_active(job.data_dir)
-    if learner is None:
-        raise RuntimeError("no model is active: train one or activate a version first")
-    classifier = onnx_model.classifier_for(job.data_dir, version, learner)
-    dataset = Dataset(job.data_dir,
-                      max_pixels=job.params.get("max_pixels", images.DEFAULT_MAX_PIXELS))
-    try:
-        ids = unscored(dataset.conn, version)
-        job.progress(0, len(ids), phase="suggesting",
-                     message=f"Model {version} looks at {len(ids)} unlabeled images")
-        for start in range(0, len(ids), BATCH):
-            suggest(dataset, classifier, ids[start:start + BATCH])
-            job.progress(min(start + BATCH, len(ids)))
-    finally:
-        dataset.close()
-    return {"version": version, "scored": len(ids),
-            "message": f"Model {version} suggested a class for {len(ids)} unlabeled images."}
+    `on_progress(done, total, phase=, message=)` is called per batch and may raise to stop.
+    """
+    ids = unscored(dataset.conn, classifier.version)
+    progress = on_progress or (lambda *a, **kw: None)
+    progress(0, len(ids), phase="suggesting",
+             message=f"Model {classifier.version} looks at {len(ids)} unlabeled images")
+    for start in range(0, len(ids), BATCH):
+        suggest(dataset, classifier, ids[start:start + BATCH])
+        progress(min(start + BATCH, len(ids)))
+    return len(ids)

@@ -18,7 +18,6 @@ from webapp.dataset.store import Dataset
 DEFAULT_WORKERS = 8
 MAX_WORKERS = 32
 MAX_URLS = 10_000
-STORE_SETTINGS = ("VALID_PCT", "SPLIT_SEED", "MAX_PIXELS")
 FETCH_SETTINGS = ("FETCH_ALLOW_NETS", "FETCH_MAX_BYTES", "FETCH_DEADLINE")
 # What each kind of fetch failure is called in the per-URL report.
 FAILURES = {"http_status": "HTTP error", "timeout": "timeout", "too_large": "too large",
@@ -170,12 +169,6 @@ def summary(counts):
     return counts_line(counts, failed="failed")
 
 
-def fetch_limits(settings):
-    """Return the fetcher's limits from the app's FETCH_* settings."""
-    return fetch.Limits(max_bytes=settings["FETCH_MAX_BYTES"], deadline=settings["FETCH_DEADLINE"],
-                        allow_nets=fetch.parse_allow_nets(settings["FETCH_ALLOW_NETS"]))
-
-
 def clamp_workers(workers):
     """Return how many downloads run at a time: the request, within 1 and MAX_WORKERS."""
     return max(1, min(int(workers or DEFAULT_WORKERS), MAX_WORKERS))
@@ -184,34 +177,33 @@ def clamp_workers(workers):
 def job_params(cfg, urls, label=None, workers=DEFAULT_WORKERS, actor="admin"):
     """Return a download job's parameters: the list and the app settings its process needs."""
     return {"urls": list(urls), "label": label, "workers": clamp_workers(workers), "actor": actor,
-            "store": {k: cfg[k] for k in STORE_SETTINGS},
+            "store": Dataset.settings(cfg),
             "fetch": {k: cfg[k] for k in FETCH_SETTINGS}}
 
 
-def job_dataset(job):
-    """Open the dataset a job's parameters describe (a job process has no Flask app)."""
-    return Dataset.from_config({**job.params["store"], "DATA_DIR": job.data_dir})
+def download_into(dataset, urls, limits, label=None, workers=DEFAULT_WORKERS, actor="admin",
+                  on_progress=None, on_item=None):
+    """Download a URL list into the dataset, reporting each URL; return {status: count}.
 
-
-def run_job(job):
-    """The download job: every URL fetched in parallel, stored, and reported as an item."""
-    urls, label = job.params["urls"], job.params.get("label")
-    workers = clamp_workers(job.params.get("workers"))
+    `on_item(url, status, detail, image_id)` records each URL's outcome; `on_progress(done,
+    total, phase=, message=, detail=)` may raise to stop (a cancelled job): what was stored
+    stays, and cleaned.csv says so.
+    """
+    workers = clamp_workers(workers)
     counts = Counter()
-    job.progress(0, len(urls), phase="downloading",
-                 message=f"Downloading {len(urls)} URLs, {workers} at a time"
-                         + (f", into {label!r}" if label else ", unlabeled"))
+    progress = on_progress or (lambda *a, **kw: None)
+    progress(0, len(urls), phase="downloading",
+             message=f"Downloading {len(urls)} URLs, {workers} at a time"
+                     + (f", into {label!r}" if label else ", unlabeled"))
 
     def report(outcome, done):
         counts[outcome.status] += 1
-        job.item(outcome.url, outcome.status, outcome.detail, outcome.image_id)
-        job.progress(done, detail=dict(counts))
+        if on_item:
+            on_item(outcome.url, outcome.status, outcome.detail, outcome.image_id)
+        progress(done, detail=dict(counts))
 
-    dataset = job_dataset(job)
     try:
-        download(dataset, urls, fetch_limits(job.params["fetch"]), label, workers, report,
-                 actor=job.params.get("actor", "admin"))
-    finally:  # what was stored before a cancel stays, and cleaned.csv says so
+        download(dataset, urls, limits, label, workers, report, actor=actor)
+    finally:
         dataset.write_cleaned_csv()
-        dataset.close()
-    return {**counts, "message": summary(counts).capitalize() + "."}
+    return counts

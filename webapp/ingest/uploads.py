@@ -19,9 +19,9 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from webapp.ingest.downloads import STORE_SETTINGS, added_detail, job_dataset
+from webapp.ingest.downloads import added_detail
 from webapp.ingest.folders import SKIPPED_NAMES, counts_line
-from webapp.dataset.store import Added, StoreError, check_class_name
+from webapp.dataset.store import Added, Dataset, StoreError, check_class_name
 
 MAX_ZIP_ENTRIES = 20_000
 MAX_ZIP_BYTES = 2 * 1024 ** 3  # uncompressed, all entries together
@@ -196,41 +196,45 @@ def job_params(cfg, token, label=None, actor="admin", max_entries=MAX_ZIP_ENTRIE
                max_bytes=MAX_ZIP_BYTES):
     """Return an upload job's parameters: the staged upload and the settings its process needs."""
     return {"token": token, "label": label, "actor": actor, "max_entries": max_entries,
-            "max_bytes": max_bytes, "store": {k: cfg[k] for k in STORE_SETTINGS}}
+            "max_bytes": max_bytes, "store": Dataset.settings(cfg)}
 
 
-def run_job(job):
-    """The upload job: every staged file, or every entry of a staged zip, through the intake."""
-    p = job.params
-    folder = Path(job.data_dir) / STAGING / p["token"]
-    if not re.fullmatch(r"[0-9a-f]{16}", p["token"]) or not folder.is_dir():
+def import_staged(dataset, token, label=None, actor="admin", max_entries=MAX_ZIP_ENTRIES,
+                  max_bytes=MAX_ZIP_BYTES, on_progress=None, on_item=None):
+    """Import a staged upload (its files, or every entry of its zip); return {status: count}.
+
+    `on_item(name, status, detail, image_id)` records each file's outcome; `on_progress` may
+    raise to stop. The staged files are removed at the end either way.
+    """
+    folder = Path(dataset.data_dir) / STAGING / token
+    if not re.fullmatch(r"[0-9a-f]{16}", token) or not folder.is_dir():
         raise UploadRefused("the upload is gone (uploads are kept for a day); send it again")
     counts = Counter()
+    progress = on_progress or (lambda *a, **kw: None)
 
     def report(added, label, done):
         counts[added.status] += 1
-        job.item(added.name, added.status, added_detail(added, label), added.image_id)
-        job.progress(done, detail=dict(counts))
+        if on_item:
+            on_item(added.name, added.status, added_detail(added, label), added.image_id)
+        progress(done, detail=dict(counts))
 
     def run(entries, read, source):
         where = " from the zip" if source == "zip" else ""
-        job.progress(0, len(entries), phase="importing",
-                     message=f"Importing {len(entries)} files{where}")
-        import_entries(dataset, entries, read, source, report, p["actor"])
+        progress(0, len(entries), phase="importing",
+                 message=f"Importing {len(entries)} files{where}")
+        import_entries(dataset, entries, read, source, report, actor)
 
-    dataset = job_dataset(job)
     try:
         if (folder / ZIP_NAME).exists():
             with _open_zip(folder / ZIP_NAME) as zf:
-                run(zip_entries(zf, p.get("label"), p["max_entries"], p["max_bytes"]),
-                    _zip_reader(zf, p["max_bytes"]), "zip")
+                run(zip_entries(zf, label, max_entries, max_bytes),
+                    _zip_reader(zf, max_bytes), "zip")
         else:
-            run(_staged_entries(folder, p.get("label")), lambda e: e.source.read_bytes(), "upload")
+            run(_staged_entries(folder, label), lambda e: e.source.read_bytes(), "upload")
     finally:
         dataset.write_cleaned_csv()
-        dataset.close()
         shutil.rmtree(folder, ignore_errors=True)
-    return {**counts, "message": counts_line(counts).capitalize() + "."}
+    return counts
 
 
 # ---- pictures an admin classified, kept so they can join the dataset --------------------
@@ -262,14 +266,3 @@ def forget_stashed(data_dir, sha):
     """Drop a stashed picture (it is in the dataset now)."""
     if SHA256.match(sha or ""):
         (Path(data_dir) / STASH / sha).unlink(missing_ok=True)
-
-
-def recent_imports(data_dir, limit=10):
-    """Return the latest download and upload jobs, newest first, each with its item counts."""
-    from webapp.jobs import runner as jobs
-
-    found = jobs.recent(data_dir, "download", limit) + jobs.recent(data_dir, "upload", limit)
-    found = sorted(found, key=lambda j: -j["id"])[:limit]
-    for job in found:
-        job["counts"] = jobs.item_counts(data_dir, job["id"])
-    return found

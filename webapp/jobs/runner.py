@@ -24,11 +24,11 @@ from pathlib import Path
 from webapp.core import db, processes
 
 RUNNERS = {
-    "download": "webapp.ingest.downloads:run_job",
+    "download": "webapp.jobs.kinds:download",
     "train": "webapp.jobs.train:run_job",
-    "score": "webapp.cleaning.scoring:run_job",
-    "upload": "webapp.ingest.uploads:run_job",
-    "suggest": "webapp.dataset.unlabeled:run_job",
+    "score": "webapp.jobs.kinds:score",
+    "upload": "webapp.jobs.kinds:upload",
+    "suggest": "webapp.jobs.kinds:suggest",
 }
 # Kinds in the same group never run at the same time (they compete for the model and the CPU).
 GROUPS = {"train": "model", "score": "model", "suggest": "model"}

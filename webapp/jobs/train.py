@@ -6,63 +6,9 @@ end: a failure or a cancel anywhere leaves the served model as it was and no new
 """
 import time
 
-import click
-
 from webapp.model import diagnosis, registry, training
 from webapp.jobs import runner as jobs
 from webapp.cleaning import scoring
-
-# What a job may set; anything else in the parameters is ignored. The job process has no Flask
-# app, so the split settings come in the parameters too.
-OPTIONS = ("arch", "size", "epochs", "fine_tune_epochs", "lr", "bs", "pretrained", "valid_pct",
-           "seed", "lr_find_iters")
-
-
-def options_from(params):
-    """Return the checked TrainOptions a job's parameters ask for (never activating itself)."""
-    given = {k: params[k] for k in OPTIONS if params.get(k) is not None}
-    opts = training.TrainOptions(**given, activate=False)
-    opts.check()
-    return opts
-
-
-def form_defaults():
-    """Return the retrain form's values: the lesson's defaults."""
-    d = training.TrainOptions()
-    return {"arch": d.arch, "size": d.size, "epochs": d.epochs,
-            "fine_tune_epochs": d.fine_tune_epochs, "lr": "auto", "bs": d.bs,
-            "pretrained": "auto", "activate": True, "lr_find_iters": d.lr_find_iters}
-
-
-def _number(form, key, kind, label):
-    text = str(form.get(key, "")).strip()
-    try:
-        return kind(text)
-    except ValueError:
-        raise training.TrainingRefused(f"{label} must be a {'whole ' if kind is int else ''}number, "
-                                       f"not {text!r}") from None
-
-
-def params_from_form(form, valid_pct, seed):
-    """Return a train job's parameters from the retrain form, or raise TrainingRefused."""
-    lr_text = str(form.get("lr", "auto")).strip().lower()
-    pretrained = {"auto": None, "yes": True, "no": False}.get(form.get("pretrained", "auto"))
-    params = {
-        "arch": form.get("arch", ""),
-        "size": _number(form, "size", int, "the image size"),
-        "epochs": _number(form, "epochs", int, "frozen epochs"),
-        "fine_tune_epochs": _number(form, "fine_tune_epochs", int, "unfrozen epochs"),
-        "lr": None if lr_text in ("", "auto") else _number(form, "lr", float, "the learning rate"),
-        "bs": _number(form, "bs", int, "the batch size"),
-        "lr_find_iters": _number(form, "lr_find_iters", int, "lr_find's iterations")
-        if form.get("lr_find_iters") else None,
-        "pretrained": pretrained, "activate": bool(form.get("activate")),
-        "valid_pct": valid_pct, "seed": seed,
-    }
-    if params["lr_find_iters"] is not None and not 10 <= params["lr_find_iters"] <= 1000:
-        raise training.TrainingRefused("lr_find's iterations must be between 10 and 1000")
-    options_from(params)
-    return params
 
 
 class Progress:
@@ -120,7 +66,7 @@ def last_epoch_detail(last_epoch):
 
 def run_job(job):
     """Train, score every labeled image with the new version, then activate it (unless told not to)."""
-    opts = options_from(job.params)
+    opts = training.TrainOptions.from_params(job.params)
     try:
         version, metrics = training.train(job.data_dir, opts, on_progress=Progress(job),
                                           log=job.log, should_stop=lambda: job.cancelled)
@@ -130,7 +76,7 @@ def run_job(job):
         job.progress(0, None, phase="scoring",
                      message=f"Scoring every labeled image with {version} for the cleaner",
                      detail=last_epoch_detail(metrics["history"][-1] if metrics["history"] else None))
-        scored = scoring.score_version(job.data_dir, version, progress=lambda d, t: job.progress(d, t))
+        scored = scoring.score_version(job.data_dir, version, on_progress=job.progress)
         activate = job.params.get("activate", True)
         if activate:
             registry.activate(job.data_dir, version, actor=f"training job #{job.id}")
@@ -152,41 +98,3 @@ def summary(version, metrics, scored, activated):
     return {"version": version, "error_rate": err, "activated": bool(activated),
             "scored": scored["images"], "diagnosis": [f.rule for f in findings],
             "message": message}
-
-
-class TerminalProgress:
-    """For the CLI: a progress bar per phase and epoch, and each epoch's numbers as it ends."""
-
-    def __init__(self):
-        self.key, self.bar, self.epochs_shown = None, None, -1
-
-    def update(self, status):
-        d = status.get("detail") or {}
-        phase = status.get("phase")
-        per_epoch = phase in ("frozen", "unfrozen", "lr_find") and "batch" in d
-        done, total = (map(int, d["batch"].split("/")) if per_epoch
-                       else (status["done"], status["total"]))
-        key = (phase, d.get("epoch") if per_epoch else None)
-        if key != self.key:
-            self.close()
-            self.key = key
-            self._epoch_row(d)
-        if self.bar is None and total:
-            label = f"{phase} {'epoch ' + d['epoch'] if phase != 'lr_find' and per_epoch else ''}"
-            self.bar = click.progressbar(length=total, label=label.strip().ljust(20),
-                                         show_pos=True)
-            self.bar.render_progress()
-        if self.bar is not None and done > self.bar.pos:
-            self.bar.update(done - self.bar.pos)
-
-    def _epoch_row(self, d):
-        if d.get("last_epoch", -1) > self.epochs_shown:
-            self.epochs_shown = d["last_epoch"]
-            click.echo(f"  epoch {d['last_epoch']}: train_loss {d['last_train_loss']:.6f}  "
-                       f"valid_loss {d['last_valid_loss']:.6f}  "
-                       f"error_rate {d.get('last_error_rate', float('nan')):.6f}")
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.render_finish()
-            self.bar = None

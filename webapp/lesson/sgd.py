@@ -4,9 +4,6 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-
 N = 100  # the lesson's n
 MODELS = ("linear", "logistic")
 DEFAULTS = {"linear": {"lr": 0.2, "bs": 10, "epochs": 10},  # ten times this (2.0) explodes
@@ -129,6 +126,8 @@ def check(opts):
 
 def linear_data(g, n=N):
     """Make the lesson's data: x with a column of ones, y = x@(3, 2) + uniform noise."""
+    import torch
+
     x = torch.ones(n, 2)
     x[:, 0].uniform_(-1.0, 1, generator=g)
     y = x @ torch.tensor([3.0, 2]) + torch.rand(n, generator=g)
@@ -137,6 +136,8 @@ def linear_data(g, n=N):
 
 def blob_data(g, n=N, spread=0.55):
     """Make two gaussian blobs of 2-D points, with a column of ones for the bias."""
+    import torch
+
     y = (torch.arange(n) % 2).float()
     centres = torch.tensor([[-1.0, -0.6], [1.0, 0.8]])
     x = centres[y.long()] + spread * torch.randn(n, 2, generator=g)
@@ -164,6 +165,8 @@ def _explosion(loss, first, step, lr):
 
 
 def _record(step, epoch, x, y, w, loss_fn, metric):
+    import torch
+
     with torch.no_grad():
         y_hat = x @ w
         acc = metric(y_hat, y) if metric else None
@@ -172,6 +175,8 @@ def _record(step, epoch, x, y, w, loss_fn, metric):
 
 def descend(x, y, w, loss_fn, opts, g, metric=None):
     """Fit w in place by minibatch SGD; return the steps and why it diverged (or None)."""
+    import torch
+
     steps = [_record(0, 0, x, y, w, loss_fn, metric)]
     for epoch in range(1, opts.epochs + 1):
         for idx in torch.randperm(len(y), generator=g).split(opts.bs):
@@ -192,6 +197,9 @@ def descend(x, y, w, loss_fn, opts, g, metric=None):
 
 def fit(opts):
     """Fit the chosen model by SGD from a seeded start; return its Run."""
+    import torch
+    import torch.nn.functional as F
+
     check(opts)
     g = torch.Generator().manual_seed(opts.seed)
     if opts.model == "linear":

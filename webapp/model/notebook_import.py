@@ -15,8 +15,9 @@ import sys
 from pathlib import Path
 
 from webapp.core import processes
+from webapp.core.files import file_sha256
 from webapp.model import registry
-from webapp.dataset.manifest import file_sha256
+from webapp.model.classifier import Classifier
 
 CHECK_TIMEOUT = 100  # seconds; below gunicorn's worker timeout (120 s)
 TOLERANCE = 1e-4  # the serving path's probabilities against learn.predict's
@@ -99,7 +100,6 @@ def inspect(path):
     from fastai.learner import load_learner
     from PIL import Image
 
-    from webapp.model.classifier import Classifier
 
     learn = load_learner(path, cpu=True)
     vocab = getattr(learn.dls, "vocab", None)

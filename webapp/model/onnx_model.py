@@ -2,6 +2,8 @@
 import importlib.util
 import os
 
+from webapp.core.files import file_sha256
+from webapp.model import registry
 from webapp.model.classifier import Classifier
 
 ONNX_FILE = "model.onnx"
@@ -62,9 +64,6 @@ def check_onnx(learn, onnx_path, images):
 
 def classifier_for(data_dir, version, learn):
     """Return the classifier to serve a version with: ONNX Runtime if it passed its check."""
-    from webapp.model import registry
-    from webapp.dataset.manifest import file_sha256
-
     info = registry.version_record(data_dir, version)["metrics"].get("onnx") or {}
     path = registry.models_dir(data_dir) / version / ONNX_FILE
     if info.get("serves") and path.is_file() and file_sha256(path) == info.get("sha256"):

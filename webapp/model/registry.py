@@ -1,13 +1,11 @@
 """Model versions: models/<version>/export.pkl, its recorded sha256, and models/ACTIVE."""
 import json
-import os
 import shutil
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from webapp.core import db
-from webapp.dataset.manifest import file_sha256
+from webapp.core import db, files
+from webapp.core.files import file_sha256
 from webapp.dataset.store import now
 
 EXPORT = "export.pkl"
@@ -44,7 +42,7 @@ def record_version(data_dir, version_dir, metrics, source, arch=None, size=None)
     version_dir = Path(version_dir)
     sha = file_sha256(version_dir / EXPORT)
     metrics = {**metrics, "version": version_dir.name, "export_sha256": sha, "source": source}
-    (version_dir / METRICS).write_text(json.dumps(metrics, indent=2))
+    files.write_atomic(version_dir / METRICS, json.dumps(metrics, indent=2))
     with db.session(data_dir) as conn:
         conn.execute(
             "INSERT INTO models(version, created, source, arch, size, sha256, metrics) "
@@ -82,10 +80,7 @@ def activate(data_dir, version, actor="admin", kind="activate"):
     """Make `version` the active one by replacing models/ACTIVE atomically, and log it."""
     version_record(data_dir, version)  # refuses unknown versions
     root = models_dir(data_dir)
-    fd, tmp = tempfile.mkstemp(dir=root, prefix=".ACTIVE-")
-    with os.fdopen(fd, "w") as f:
-        f.write(version + "\n")
-    os.replace(tmp, root / "ACTIVE")
+    files.write_atomic(root / "ACTIVE", version + "\n")
     # One short line per activation, appended (O_APPEND): what roll back walks back through.
     line = json.dumps({"at": now(), "version": version, "actor": actor, "kind": kind})
     with open(root / ACTIVATIONS, "a", encoding="utf-8") as f:

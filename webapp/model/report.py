@@ -8,11 +8,9 @@ cleaned.csv copied beside it). Plots are drawn server-side with matplotlib's Agg
 import io
 import json
 import math
-import os
-import tempfile
 
+from webapp.core import files
 from webapp.model import diagnosis, registry, training
-from webapp.cleaning import scoring
 from webapp.dataset.manifest import CLEANED_CSV
 
 PLOTS = ("losses", "lr_find", "confusion")
@@ -104,17 +102,9 @@ def version_report(data_dir, version):
         "classes": classes, "provenance": metrics.get("provenance") or {},
         "changes": changes_since(data_dir, version),
         "files": available_files(data_dir, version),
-        "scores": _scores_meta(vdir),
         "plots": [name for name in PLOTS if _can_plot(metrics, name)],
         "active": registry.active_version(data_dir) == version,
     }
-
-
-def _scores_meta(vdir):
-    try:
-        return json.loads((vdir / scoring.SCORES_META).read_text())
-    except (FileNotFoundError, ValueError):
-        return None
 
 
 def _can_plot(metrics, name):
@@ -136,10 +126,7 @@ def plot_svg(data_dir, version, name):
         return path.read_text(encoding="utf-8")
     svg = {"losses": draw_losses, "lr_find": draw_lr_find, "confusion": draw_confusion}[name](metrics)
     path.parent.mkdir(exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".svg")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(svg)
-    os.replace(tmp, path)
+    files.write_atomic(path, svg)
     return svg
 
 

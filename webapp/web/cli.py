@@ -6,7 +6,9 @@ from flask.cli import with_appcontext
 
 from webapp.lesson import demo
 from webapp.ingest import downloads, folders
-from webapp.jobs import runner as jobs, train as training_job
+from webapp.jobs import runner as jobs
+from webapp.web import forms
+from webapp.web.terminal import run_in_terminal
 from webapp.model import registry, training
 from webapp.dataset.store import Dataset, StoreError, check_class_name
 
@@ -74,51 +76,40 @@ def export_folder_command(dest):
 def _train(params):
     """Run the train job here, the same job the admin page starts, with progress bars."""
     data_dir = current_app.config["DATA_DIR"]
+    params = {**params, **forms.recipe_settings(current_app.config)}
     try:
-        training.preflight(data_dir, training_job.options_from(params))
+        training.preflight(data_dir, training.TrainOptions.from_params(params))
     except training.TrainingRefused as e:
         raise click.ClickException(str(e))
     return run_in_terminal("train", params, "training")["result"]["version"]
 
 
-def run_in_terminal(kind, params, name):
-    """Run a job here, the same job the admin pages start, with a bar per phase; return it.
-
-    A refused start or a job that does not succeed ends the command with its message.
-    """
-    bars = training_job.TerminalProgress()
-    try:
-        job = jobs.run_here(current_app.config["DATA_DIR"], kind, params, on_update=bars.update)
-    except jobs.JobRefused as e:
-        raise click.ClickException(str(e))
-    finally:
-        bars.close()
-    if job["status"] != "succeeded":
-        raise click.ClickException(f"{name} {job['status']} (job #{job['id']}): {job['message']}")
-    click.echo(job["message"])
-    return job
+DEFAULTS = training.TrainOptions()  # the recipe's defaults, shown by train --help
 
 
 @click.command("train")
-@click.option("--arch", default="resnet34", type=click.Choice(training.ARCHS), show_default=True)
-@click.option("--size", default=224, show_default=True, help="image size in pixels")
-@click.option("--epochs", default=4, show_default=True, help="epochs with the body frozen")
-@click.option("--fine-tune-epochs", default=2, show_default=True, help="epochs unfrozen")
-@click.option("--lr", type=float, default=None, help="learning rate (default: lr_find's suggestion)")
-@click.option("--bs", default=64, show_default=True, help="batch size")
-@click.option("--pretrained/--no-pretrained", default=None,
+@click.option("--arch", default=DEFAULTS.arch, type=click.Choice(training.ARCHS),
+              show_default=True)
+@click.option("--size", default=DEFAULTS.size, show_default=True, help="image size in pixels")
+@click.option("--epochs", default=DEFAULTS.epochs, show_default=True,
+              help="epochs with the body frozen")
+@click.option("--fine-tune-epochs", default=DEFAULTS.fine_tune_epochs, show_default=True,
+              help="epochs unfrozen")
+@click.option("--lr", type=float, default=DEFAULTS.lr,
+              help="learning rate (default: lr_find's suggestion)")
+@click.option("--bs", default=DEFAULTS.bs, show_default=True, help="batch size")
+@click.option("--pretrained/--no-pretrained", default=DEFAULTS.pretrained,
               help="use ImageNet weights (default: when torchvision can load them)")
-@click.option("--lr-find-iters", default=100, show_default=True, help="lr_find's iterations")
+@click.option("--lr-find-iters", default=DEFAULTS.lr_find_iters, show_default=True,
+              help="lr_find's iterations")
 @click.option("--no-activate", is_flag=True, help="register the new version without serving it")
 @with_appcontext
 def train_command(arch, size, epochs, fine_tune_epochs, lr, bs, pretrained, lr_find_iters,
                   no_activate):
     """Train from cleaned.csv with the lesson's recipe and register a new model version."""
-    cfg = current_app.config
     _train({"arch": arch, "size": size, "epochs": epochs, "fine_tune_epochs": fine_tune_epochs,
             "lr": lr, "bs": bs, "pretrained": pretrained, "lr_find_iters": lr_find_iters,
-            "activate": not no_activate,
-            "valid_pct": cfg["VALID_PCT"], "seed": cfg["SPLIT_SEED"]})
+            "activate": not no_activate})
 
 
 @click.command("demo")
@@ -139,9 +130,10 @@ def demo_command(per_class, if_no_model):
         dataset.close()
     click.echo(f"demo dataset: {sum(r.status == 'stored' for r in results)} new pictures of "
                f"{', '.join(demo.SCENES)}")
-    # From scratch, small and quick; lr_find's suggestion is too timid for random weights.
-    _train({"arch": "resnet18", "size": 64, "epochs": 4, "fine_tune_epochs": 2, "bs": 8,
-            "lr": 3e-3, "pretrained": False, "lr_find_iters": 50})
+    # From scratch, small and quick, the recipe's epochs; lr_find's suggestion is too timid
+    # for random weights.
+    _train({"arch": "resnet18", "size": 64, "bs": 8, "lr": 3e-3, "pretrained": False,
+            "lr_find_iters": 50})
 
 
 @click.command("download")

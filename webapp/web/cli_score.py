@@ -3,7 +3,7 @@ import click
 from flask.cli import with_appcontext
 
 from webapp.cleaning import crossval
-from webapp.web.cli import run_in_terminal
+from webapp.web.terminal import run_in_terminal
 
 
 @click.command("score")

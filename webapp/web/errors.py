@@ -1,8 +1,27 @@
-"""Error pages: HTML for pages, {"error": ...} JSON for the API."""
+"""Error answers, one way: HTML for pages, {"error": ...} JSON for the API.
+
+Domain errors carry no HTTP: `REFUSALS` says which status each class of them gets, and one
+handler per class answers it. A view lets a domain error propagate unless it re-renders its own
+form with the error beside what was typed (the retrain form, the classify page).
+"""
 from flask import render_template, request
 from flask_limiter.errors import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError
+
+from webapp.cleaning.crossval import CrossValidationRefused
+from webapp.cleaning.scoring import ScoringError
+from webapp.core.fetch import FetchError
+from webapp.core.images import ImageRejected
+from webapp.dataset.store import StoreError
+from webapp.ingest.uploads import UploadRefused
+from webapp.jobs.runner import JobRefused
+from webapp.model.notebook_import import ImportRefused
+from webapp.model.registry import ModelError
+from webapp.model.report import NoPlot
+from webapp.model.serving import NoModel
+from webapp.model.training import TrainingRefused
+from webapp.web import metrics
 
 MESSAGES = {
     400: "The request was not understood.",
@@ -15,6 +34,23 @@ MESSAGES = {
     500: "Something went wrong on our side; it has been logged.",
     503: "Not ready yet.",
 }
+# A fetched URL's failure, by kind: the client's address (400, 413) or the upstream (502, 504).
+FETCH_STATUS = {"bad_url": 400, "blocked": 400, "too_large": 413, "timeout": 504,
+                "http_status": 502, "upstream": 502}
+# Each domain refusal's status; the first class that matches wins (subclasses first).
+REFUSALS = [
+    (StoreError, 400),  # and DecisionRefused
+    (UploadRefused, 400),
+    (ImageRejected, 400),
+    (TrainingRefused, 400),
+    (CrossValidationRefused, 400),
+    (ImportRefused, 400),
+    (ModelError, 404),
+    (NoPlot, 404),
+    (JobRefused, 409),
+    (ScoringError, 409),
+    (NoModel, 503),
+]
 
 
 def wants_json():
@@ -23,29 +59,58 @@ def wants_json():
     return p.startswith("/api/") or p == "/classify-url" or p.endswith(".json")
 
 
+def sentence(text):
+    """Return text as a sentence: capitalised, with a full stop."""
+    return text[:1].upper() + text[1:] + ("" if text.endswith((".", "?", "!")) else ".")
+
+
 def _message(e):
     if isinstance(e, CSRFError):
-        return f"The form's security token is missing or expired ({e.description}). Reload the page and try again."
+        return (f"The form's security token is missing or expired ({e.description}). "
+                "Reload the page and try again.")
     if isinstance(e, RateLimitExceeded):
         return e.description if e.description and "per" not in e.description else MESSAGES[429]
     if isinstance(e, InternalServerError) or not isinstance(e, HTTPException):
         return MESSAGES[500]
     default = type(e).description
-    return e.description if e.description and e.description != default else MESSAGES.get(e.code, e.name)
+    return (e.description if e.description and e.description != default
+            else MESSAGES.get(e.code, e.name))
+
+
+def answer(code, message, refused=False):
+    """Answer an error as JSON for the API, or as a page."""
+    if wants_json():
+        return {"error": message}, code
+    return render_template("error.html", code=code, message=message, refused=refused), code
 
 
 def handle(e):
     """Render any HTTP error as JSON or as a page."""
     code = e.code if isinstance(e, HTTPException) and e.code else 500
-    msg = _message(e)
-    if wants_json():
-        return {"error": msg}, code
-    return render_template("error.html", code=code, message=msg), code
+    return answer(code, _message(e))
+
+
+def refused(e):
+    """Answer a domain error with its status and its own words; nothing was changed."""
+    code = next(status for cls, status in REFUSALS if isinstance(e, cls))
+    if isinstance(e, ImageRejected):
+        return answer(code, f"not a usable image: {e}", refused=True)
+    return answer(code, str(e) if wants_json() else sentence(str(e)), refused=code < 500)
+
+
+def fetch_failed(e):
+    """Answer a URL the server could not fetch, and count it by kind."""
+    metrics.record_fetch_failure(e.kind)
+    return answer(FETCH_STATUS.get(e.kind, 502), str(e) if wants_json() else
+                  sentence(f"that address cannot be used: {e}"), refused=True)
 
 
 def init_app(app):
-    """Register the error handlers."""
+    """Register the error handlers: HTTP errors, domain refusals, anything unexpected."""
     app.register_error_handler(HTTPException, handle)
+    for cls, _ in REFUSALS:
+        app.register_error_handler(cls, refused)
+    app.register_error_handler(FetchError, fetch_failed)
 
     def unexpected(e):
         app.logger.exception("unhandled error on %s %s", request.method, request.path)

@@ -95,6 +95,11 @@ class SharedModel:
                 self._lock.release()
 
 
+def data_dir():
+    """Return the app's data directory."""
+    return current_app.config["DATA_DIR"]
+
+
 def get_dataset():
     """Return this request's Dataset on the app's data dir."""
     if "dataset" not in g:

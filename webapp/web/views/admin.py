@@ -5,33 +5,32 @@ from flask import (Blueprint, Response, abort, current_app, flash, redirect, ren
                    request, send_file, url_for)
 from werkzeug.routing import BuildError
 
+from webapp.cleaning import scoring
 from webapp.dataset import archive
-from webapp.jobs import runner as jobs, train as training_job
+from webapp.jobs import runner as jobs
 from webapp.model import notebook_import as model_import, registry, report, training
+from webapp.web import forms
 from webapp.web.auth import admin_required
-from webapp.web.resources import get_dataset, upload_cap
+from webapp.web.resources import data_dir, get_dataset, upload_cap
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 
-def _data_dir():
-    return current_app.config["DATA_DIR"]
-
 
 def _index(form=None, error=None, refused_by=None, status=200):
-    data_dir = _data_dir()
+    folder = data_dir()
     dataset = get_dataset()
-    active = registry.active_version(data_dir)
-    versions = registry.versions(data_dir)
+    active = registry.active_version(folder)
+    versions = registry.versions(folder)
     return render_template(
         "admin/index.html", counts=dataset.class_counts(), unlabeled=dataset.unlabeled_count(),
         versions=versions, active=active,
-        files={v["version"]: report.available_files(data_dir, v["version"]) for v in versions},
-        previous=registry.previous_version(data_dir),
-        changes=report.changes_since(data_dir, active) if active else None,
-        running=jobs.running(data_dir, "train"),
-        last_training=next(iter(jobs.recent(data_dir, kind="train", limit=1)), None),
-        form=form or training_job.form_defaults(), archs=training.ARCHS,
+        files={v["version"]: report.available_files(folder, v["version"]) for v in versions},
+        previous=registry.previous_version(folder),
+        changes=report.changes_since(folder, active) if active else None,
+        running=jobs.running(folder, "train"),
+        last_training=next(iter(jobs.recent(folder, kind="train", limit=1)), None),
+        form=form or forms.form_defaults(), archs=training.ARCHS,
         error=error, refused_by=refused_by, events=dataset.history(limit=10),
     ), status
 
@@ -47,11 +46,12 @@ def index():
 def train():
     """Start a training job from the retrain form; one at a time."""
     cfg = current_app.config
-    form = {**training_job.form_defaults(), **request.form.to_dict(), "activate": "activate" in request.form}
+    form = {**forms.form_defaults(), **request.form.to_dict(),
+            "activate": "activate" in request.form}
     try:
-        params = training_job.params_from_form(request.form, cfg["VALID_PCT"], cfg["SPLIT_SEED"])
-        training.preflight(_data_dir(), training_job.options_from(params))
-        job_id = jobs.start(_data_dir(), "train", params)
+        params = forms.params_from_form(request.form, forms.recipe_settings(cfg))
+        training.preflight(data_dir(), training.TrainOptions.from_params(params))
+        job_id = jobs.start(data_dir(), "train", params)
     except training.TrainingRefused as e:
         return _index(form, error=f"Not started: {e}.", status=400)
     except jobs.JobRefused as e:
@@ -63,10 +63,8 @@ def train():
 @bp.route("/models/<version>")
 @admin_required
 def model(version):
-    try:
-        info = report.version_report(_data_dir(), version)
-    except registry.ModelError as e:
-        abort(404, description=str(e))
+    info = {**report.version_report(data_dir(), version),
+            "scores": scoring.scores_meta(data_dir(), version)}
     return render_template("admin/model.html", version=version, r=info,
                            clean_url=lambda actual, predicted: _clean_url(actual, predicted, version))
 
@@ -83,10 +81,7 @@ def _clean_url(actual, predicted, version):
 @bp.route("/models/<version>/plots/<name>.svg")
 @admin_required
 def plot(version, name):
-    try:
-        svg = report.plot_svg(_data_dir(), version, name)
-    except (registry.ModelError, report.NoPlot) as e:
-        abort(404, description=str(e))
+    svg = report.plot_svg(data_dir(), version, name)
     return Response(svg, mimetype="image/svg+xml",
                     headers={"Cache-Control": "private, max-age=86400"})
 
@@ -95,7 +90,7 @@ def plot(version, name):
 @admin_required
 def activate(version):
     try:
-        registry.activate(_data_dir(), version, actor="admin")
+        registry.activate(data_dir(), version, actor="admin")
     except registry.ModelError as e:
         flash(str(e), "error")
         return redirect(url_for("admin.index")), 303
@@ -107,7 +102,7 @@ def activate(version):
 @admin_required
 def rollback():
     try:
-        version = registry.roll_back(_data_dir(), actor="admin")
+        version = registry.roll_back(data_dir(), actor="admin")
     except registry.ModelError as e:
         flash(str(e), "error")
     else:
@@ -125,11 +120,8 @@ FILES = {"export.pkl": "application/octet-stream", "model.onnx": "application/oc
 @bp.route("/models/<version>/<any('export.pkl', 'model.onnx', 'cleaned.csv'):name>")
 @admin_required
 def download(version, name):
-    try:
-        registry.version_record(_data_dir(), version)
-    except registry.ModelError as e:
-        abort(404, description=str(e))
-    path = registry.models_dir(_data_dir()) / version / name
+    registry.version_record(data_dir(), version)  # an unknown version is a 404
+    path = registry.models_dir(data_dir()) / version / name
     if not path.is_file():
         abort(404, description=f"Model {version} has no {name}.")
     return send_file(path, mimetype=FILES[name], as_attachment=True,
@@ -140,7 +132,7 @@ def download(version, name):
 @admin_required
 def version_dataset(version):
     """The images a version was trained on, as class folders."""
-    path = report.trained_manifest(_data_dir(), version)
+    path = report.trained_manifest(data_dir(), version)
     if path is None:
         abort(404, description=f"Model {version} did not keep the cleaned.csv it was trained on.")
     return _zip(training.read_manifest_file(path), f"{version}-dataset.zip")
@@ -151,14 +143,14 @@ def version_dataset(version):
 def dataset_zip():
     """Today's dataset (cleaned.csv as it is now), as class folders."""
     try:
-        rows = training.read_manifest(_data_dir())
+        rows = training.read_manifest(data_dir())
     except training.TrainingRefused as e:
         abort(404, description=str(e))
     return _zip(rows, "dataset.zip")
 
 
 def _zip(rows, name):
-    return send_file(archive.dataset_zip_file(_data_dir(), rows), mimetype="application/zip",
+    return send_file(archive.dataset_zip_file(data_dir(), rows), mimetype="application/zip",
                      as_attachment=True, download_name=name)
 
 
@@ -178,7 +170,7 @@ def import_model():
     if upload is None or not upload.filename:
         return render_template("admin/import.html", error="Choose an export.pkl file."), 400
     try:
-        version, check = model_import.import_export_pkl(_data_dir(), upload.stream,
+        version, check = model_import.import_export_pkl(data_dir(), upload.stream,
                                                         upload.filename, actor="admin")
     except model_import.ImportRefused as e:
         return render_template("admin/import.html", error=f"Not imported: {e}."), 400

@@ -6,7 +6,7 @@ from webapp.cleaning import lists as cleaning, crossval, decisions
 from webapp.jobs import runner as jobs
 from webapp.model import registry
 from webapp.web.auth import admin_required
-from webapp.web.resources import get_dataset
+from webapp.web.resources import data_dir, get_dataset
 from webapp.dataset.store import StoreError
 
 bp = Blueprint("cleaning", __name__, url_prefix="/clean")
@@ -15,19 +15,13 @@ MAX_LIMIT = 1000
 DEFAULT_THRESHOLD = 0.95
 
 
-def _data_dir():
-    return current_app.config["DATA_DIR"]
-
 
 def _cleaner():
     """Return the lists of the version asked for (?version=, from a report), else the active one."""
     version = request.args.get("version")
     if version:
-        try:
-            registry.version_record(_data_dir(), version)  # only registered versions name a folder
-        except registry.ModelError as e:
-            abort(404, description=str(e))
-    return cleaning.Cleaner(get_dataset(), version or registry.active_version(_data_dir()))
+        registry.version_record(data_dir(), version)  # only registered versions name a folder
+    return cleaning.Cleaner(get_dataset(), version or registry.active_version(data_dir()))
 
 
 def _int_arg(name, default, lo, hi):
@@ -58,7 +52,7 @@ def _scored_or_409(cleaner):
 
 def _render(template, cleaner, **kw):
     return render_template(template, cleaner=cleaner, status=cleaning.status(cleaner),
-                           job=jobs.running(_data_dir(), "score"),
+                           job=jobs.running(data_dir(), "score"),
                            classes=get_dataset().class_names(), **kw)
 
 
@@ -202,7 +196,7 @@ def undo_keep(batch):
 @bp.route("/rescore", methods=["POST"])
 @admin_required
 def rescore():
-    version = registry.active_version(_data_dir())
+    version = registry.active_version(data_dir())
     if version is None:
         return _answer("There is no active model yet: train one first.", error=True)
     raw = request.form.get("cv_folds") or "0"
@@ -211,7 +205,7 @@ def rescore():
         return _answer(f"Folds must be 0 (no cross-validation) or {crossval.MIN_FOLDS} to "
                        f"{crossval.MAX_FOLDS}.", error=True)
     try:
-        job_id = jobs.start(_data_dir(), "score", {"version": version, "cv_folds": folds})
+        job_id = jobs.start(data_dir(), "score", {"version": version, "cv_folds": folds})
     except jobs.JobRefused as e:
         return _answer(str(e), error=True)
     return _answer(f"Rescoring with {version} started (job #{job_id}); this page follows it.")

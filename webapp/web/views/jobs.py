@@ -3,12 +3,13 @@ from flask import Blueprint, abort, current_app, flash, jsonify, redirect, rende
 
 from webapp.jobs import runner as jobs
 from webapp.web.auth import admin_required
+from webapp.web.resources import data_dir
 
 bp = Blueprint("jobs", __name__, url_prefix="/jobs")
 
 
 def _job_or_404(job_id):
-    job = jobs.get(current_app.config["DATA_DIR"], job_id)
+    job = jobs.get(data_dir(), job_id)
     if job is None:
         abort(404, description=f"There is no job #{job_id}.")
     return job
@@ -17,28 +18,28 @@ def _job_or_404(job_id):
 @bp.route("/")
 @admin_required
 def index():
-    return render_template("jobs/index.html", jobs=jobs.recent(current_app.config["DATA_DIR"], limit=50))
+    return render_template("jobs/index.html", jobs=jobs.recent(data_dir(), limit=50))
 
 
 @bp.route("/<int:job_id>")
 @admin_required
 def show(job_id):
-    data_dir = current_app.config["DATA_DIR"]
+    folder = data_dir()
     job = _job_or_404(job_id)
-    return render_template("jobs/show.html", job=job, items=jobs.items(data_dir, job_id),
-                           counts=jobs.item_counts(data_dir, job_id),
-                           log=jobs.read_log(data_dir, job_id))
+    return render_template("jobs/show.html", job=job, items=jobs.items(folder, job_id),
+                           counts=jobs.item_counts(folder, job_id),
+                           log=jobs.read_log(folder, job_id))
 
 
 @bp.route("/<int:job_id>.json")
 @admin_required
 def status(job_id):
     """The job's status, and its item outcomes after ?after=<item id> (for polling)."""
-    data_dir = current_app.config["DATA_DIR"]
+    folder = data_dir()
     job = _job_or_404(job_id)
     after = request.args.get("after", 0, type=int)
-    job["items"] = jobs.items(data_dir, job_id, after=after)
-    job["counts"] = jobs.item_counts(data_dir, job_id)
+    job["items"] = jobs.items(folder, job_id, after=after)
+    job["counts"] = jobs.item_counts(folder, job_id)
     return jsonify(job)
 
 
@@ -46,7 +47,7 @@ def status(job_id):
 @admin_required
 def cancel(job_id):
     _job_or_404(job_id)
-    if jobs.cancel(current_app.config["DATA_DIR"], job_id):
+    if jobs.cancel(data_dir(), job_id):
         flash(f"Asked job #{job_id} to stop; it stops at its next step.")
     else:
         flash(f"Job #{job_id} had already finished.", "error")

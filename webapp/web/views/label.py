@@ -3,20 +3,18 @@ from flask import (Blueprint, abort, current_app, flash, redirect, render_templa
                    session, url_for)
 
 from webapp.ingest import downloads, uploads
-from webapp.jobs import runner as jobs
+from webapp.jobs import kinds, runner as jobs
 from webapp.dataset import unlabeled
 from webapp.web.auth import admin_required
-from webapp.web.resources import get_dataset, get_model, upload_cap
-from webapp.dataset.store import StoreError, check_class_name
+from webapp.web.errors import sentence
+from webapp.web.resources import data_dir, get_dataset, get_model, upload_cap
+from webapp.dataset.store import Dataset, StoreError, check_class_name
 
 bp = Blueprint("labeling", __name__, url_prefix="/label")
 ACTOR = "admin"
 CLASS_EVENTS = ("add_class", "rename_class", "delete_class")
 KEPT = 200  # skipped images and undoable queue changes remembered per session
 
-
-def _data_dir():
-    return current_app.config["DATA_DIR"]
 
 
 def _back(endpoint="labeling.index", **values):
@@ -27,19 +25,6 @@ def _label_field():
     """Return the form's class, or None for unlabeled; a name that cannot be a class is refused."""
     label = request.form.get("label", "").strip()
     return check_class_name(label) if label else None
-
-
-def _sentence(text):
-    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
-
-
-@bp.errorhandler(StoreError)
-@bp.errorhandler(uploads.UploadRefused)
-def refused(e):
-    """A request the store or the upload checks refuse: 400, saying why; nothing changed."""
-    if request.path.endswith(".json"):
-        return {"error": _sentence(str(e))}, 400
-    return render_template("label/refused.html", message=_sentence(str(e))), 400
 
 
 # ---- overview and classes ---------------------------------------------------------------
@@ -58,7 +43,7 @@ def index():
     dataset = get_dataset()
     return render_template("label/index.html", counts=dataset.class_counts(),
                            unlabeled=dataset.unlabeled_count(), changes=_class_changes(dataset),
-                           imports=uploads.recent_imports(_data_dir()))
+                           imports=kinds.recent_imports(data_dir()))
 
 
 @bp.route("/classes", methods=["POST"])
@@ -114,9 +99,9 @@ def _upload_files():
     files = [(f.filename, f.read()) for f in request.files.getlist("files") if f.filename]
     if not files:
         abort(400, description="Choose at least one picture to upload.")
-    token = uploads.stage_files(_data_dir(), files)
+    token = uploads.stage_files(data_dir(), files)
     params = uploads.job_params(current_app.config, token, _label_field(), ACTOR)
-    return jobs.run_here(_data_dir(), "upload", params, actor=ACTOR)
+    return jobs.run_here(data_dir(), "upload", params, actor=ACTOR)
 
 
 @bp.route("/upload", methods=["POST"])
@@ -124,7 +109,7 @@ def _upload_files():
 def upload():
     job = _upload_files()
     return render_template("label/upload.html", classes=get_dataset().class_names(), job=job,
-                           items=jobs.items(_data_dir(), job["id"]))
+                           items=jobs.items(data_dir(), job["id"]))
 
 
 @bp.route("/upload.json", methods=["POST"])
@@ -132,7 +117,7 @@ def upload():
 def upload_json():
     """One batch of the browser's upload: each file's outcome, with links to images."""
     job = _upload_files()
-    items = jobs.items(_data_dir(), job["id"])
+    items = jobs.items(data_dir(), job["id"])
     for item in items:
         if item["image_id"]:
             item["url"] = url_for("media.image", image_id=item["image_id"])
@@ -148,8 +133,8 @@ def upload_zip():
         abort(400, description="Choose a zip file of class folders.")
     cfg = current_app.config
     caps = (cfg["ZIP_MAX_ENTRIES"], cfg["ZIP_MAX_BYTES"])
-    token = uploads.stage_zip(_data_dir(), archive.save, *caps)
-    job_id = jobs.start(_data_dir(), "upload",
+    token = uploads.stage_zip(data_dir(), archive.save, *caps)
+    job_id = jobs.start(data_dir(), "upload",
                         uploads.job_params(cfg, token, _label_field(), ACTOR, *caps), actor=ACTOR)
     return _back("labeling.show_import", job_id=job_id)
 
@@ -177,20 +162,20 @@ def import_urls():
     label = _label_field()
     workers = request.form.get("workers", downloads.DEFAULT_WORKERS, type=int)
     params = downloads.job_params(current_app.config, found.urls, label, workers, ACTOR)
-    job_id = jobs.start(_data_dir(), "download", params, actor=ACTOR)
+    job_id = jobs.start(data_dir(), "download", params, actor=ACTOR)
     for note in found.notes():
-        flash(_sentence(note))
+        flash(sentence(note))
     return _back("labeling.show_import", job_id=job_id)
 
 
 @bp.route("/imports/<int:job_id>")
 @admin_required
 def show_import(job_id):
-    job = jobs.get(_data_dir(), job_id)
+    job = jobs.get(data_dir(), job_id)
     if job is None or job["kind"] not in ("download", "upload"):
         abort(404, description=f"There is no import #{job_id}.")
-    return render_template("label/import.html", job=job, items=jobs.items(_data_dir(), job_id),
-                           counts=jobs.item_counts(_data_dir(), job_id))
+    return render_template("label/import.html", job=job, items=jobs.items(data_dir(), job_id),
+                           counts=jobs.item_counts(data_dir(), job_id))
 
 
 # ---- from a classified picture ------------------------------------------------------------
@@ -200,12 +185,12 @@ def show_import(job_id):
 def add_classified():
     sha = request.form.get("sha256", "")
     label = _label_field()
-    added = get_dataset().add_image(uploads.stashed(_data_dir(), sha), label=label,
+    added = get_dataset().add_image(uploads.stashed(data_dir(), sha), label=label,
                                     source="classify", name=request.form.get("name") or None,
                                     actor=ACTOR)
     if added.status == "rejected":
         abort(400, description=f"That picture cannot join the dataset: {added.reason}.")
-    uploads.forget_stashed(_data_dir(), sha)
+    uploads.forget_stashed(data_dir(), sha)
     where = f"class {label!r}" if label else "the unlabeled images"
     if added.status == "duplicate":
         flash(f"The dataset has that picture already (image #{added.image_id}).")
@@ -240,7 +225,7 @@ def queue():
         "label/queue.html", current=current, following=waiting[1:], order=order,
         orders=unlabeled.ORDERS, classes=dataset.class_names(), version=version,
         total=total, scored=scored, can_undo=bool(session.get("queue_changes")),
-        suggest_job=jobs.running(_data_dir(), "suggest"))
+        suggest_job=jobs.running(data_dir(), "suggest"))
 
 
 def _still_queued(image_id):
@@ -319,7 +304,7 @@ def undo_in_queue():
 @admin_required
 def start_suggestions():
     try:
-        jobs.start(_data_dir(), "suggest", {"max_pixels": current_app.config["MAX_PIXELS"]},
+        jobs.start(data_dir(), "suggest", {"store": Dataset.settings(current_app.config)},
                    actor=ACTOR)
     except jobs.JobRefused as e:
         flash(str(e), "error")

@@ -3,7 +3,7 @@ from flask import Blueprint, abort, current_app, request, send_file
 
 from webapp.core import thumbnails
 from webapp.web.auth import admin_required
-from webapp.web.resources import get_dataset
+from webapp.web.resources import data_dir, get_dataset
 
 bp = Blueprint("media", __name__, url_prefix="/media")
 
@@ -23,7 +23,7 @@ def image(image_id):
     if size is None and ext in thumbnails.BROWSER_FORMATS:
         return send_file(source, mimetype=thumbnails.BROWSER_FORMATS[ext], max_age=86400)
     try:
-        path = thumbnails.thumbnail(current_app.config["DATA_DIR"], source, row["sha256"],
+        path = thumbnails.thumbnail(data_dir(), source, row["sha256"],
                                     size or thumbnails.SIZES[-1])
     except ValueError as e:
         abort(400, description=str(e))
