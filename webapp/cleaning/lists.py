@@ -143,11 +143,12 @@ class Cleaner:
         keep = np.isin(first, self.ids) & np.isin(second, self.ids) & (sims >= threshold)
         kept = decisions.kept_pairs(self.dataset.conn)
         if kept:
-            keep &= np.array([(int(a), int(b)) not in kept for a, b in zip(first, second)], bool)
+            keep &= np.array([(int(a), int(b)) not in kept
+                              for a, b in zip(first, second, strict=True)], bool)
         first, second, sims = first[keep], second[keep], sims[keep]
         items = []
         for a, b, s in zip(first[offset:offset + limit], second[offset:offset + limit],
-                           sims[offset:offset + limit]):
+                           sims[offset:offset + limit], strict=True):
             x, y = self.item(self.row[int(a)]), self.item(self.row[int(b)])
             items.append({"first": x, "second": y, "similarity": round(float(s), 4),
                           "score": round(float(s), 4),
@@ -199,7 +200,8 @@ class Cleaner:
         quality, flagged = _cached(
             ("quality", str(self.data_dir), self.version,
              _stamp(self.data_dir, self.version, scoring.SCORES),
-             _stamp(self.data_dir, self.version, scoring.CV_SCORES), rows.tobytes(), labels.tobytes()),
+             _stamp(self.data_dir, self.version, scoring.CV_SCORES),
+             rows.tobytes(), labels.tobytes()),
             lambda: rank_label_issues(labels, probs))
         order = np.lexsort((quality, ~flagged))
         items = []

@@ -1,4 +1,4 @@
-"""Scores for the cleaner: every labeled image's class probabilities and embedding, per model version.
+"""Scores for the cleaner: every labeled image's class probabilities and embedding, per version.
 
 A version's scores live beside its export.pkl: `models/<version>/scores.npz` (image ids, class
 probabilities as float32, penultimate activations as float16) and `scores.json` (vocab, counts,
@@ -176,4 +176,7 @@ def load_cv_scores(data_dir, version):
 def load_pairs(data_dir, version):
     """Return (first ids, second ids, similarities, meta) stored for a version, or None."""
     got = load_arrays(data_dir, version, PAIRS, PAIRS_META, ("first", "second", "similarity"))
-    return None if got is None else (got[1]["first"], got[1]["second"], got[1]["similarity"], got[0])
+    if got is None:
+        return None
+    meta, arrays = got
+    return arrays["first"], arrays["second"], arrays["similarity"], meta

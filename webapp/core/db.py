@@ -33,7 +33,8 @@ def _migrate(conn):
         if column not in {r["name"] for r in conn.execute(f"PRAGMA table_info({table})")}:
             conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
     conn.execute("CREATE INDEX IF NOT EXISTS events_change ON events(change_id)")
-    conn.execute("CREATE INDEX IF NOT EXISTS events_undoes ON events(undoes) WHERE undoes IS NOT NULL")
+    conn.execute("CREATE INDEX IF NOT EXISTS events_undoes ON events(undoes) "
+                 "WHERE undoes IS NOT NULL")
 
 
 @contextlib.contextmanager

@@ -100,12 +100,14 @@ def _pool(parts, port, ip, limits):
 def _read_capped(resp, limits, started):
     length = resp.headers.get("Content-Length")
     if length and length.isdigit() and int(length) > limits.max_bytes:
-        raise FetchError("too_large", f"the image is larger than {limits.max_bytes // 1_000_000} MB")
+        raise FetchError("too_large",
+                         f"the image is larger than {limits.max_bytes // 1_000_000} MB")
     chunks, size = [], 0
     while chunk := resp.read1(64 * 1024):  # whatever has arrived, so the deadline is checked
         size += len(chunk)
         if size > limits.max_bytes:  # Content-Length may lie: count what arrives
-            raise FetchError("too_large", f"the image is larger than {limits.max_bytes // 1_000_000} MB")
+            raise FetchError("too_large",
+                             f"the image is larger than {limits.max_bytes // 1_000_000} MB")
         if time.monotonic() - started > limits.deadline:
             raise FetchError("timeout", f"the server took longer than {limits.deadline:g} s")
         chunks.append(chunk)
@@ -135,7 +137,7 @@ def fetch(url, limits=None):
                 return _read_capped(resp, limits, started)
             finally:
                 resp.release_conn()
-        except (urllib3.exceptions.TimeoutError, socket.timeout):
+        except (TimeoutError, urllib3.exceptions.TimeoutError):
             raise FetchError("timeout", "the server did not answer in time") from None
         except urllib3.exceptions.HTTPError as e:
             raise FetchError("upstream", f"the download failed ({type(e).__name__})") from None

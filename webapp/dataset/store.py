@@ -4,7 +4,7 @@ import json
 import os
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from webapp.core import db, files, images
@@ -29,7 +29,7 @@ class Added:
 
 def now():
     """Return the current UTC time as ISO 8601."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def is_valid_for(sha256, valid_pct=0.2, seed=42):
@@ -58,14 +58,16 @@ def describe(kind, image_id, before, after):
     img = f"image #{image_id}"
     texts = {
         "add": lambda: f"added {img} as {_label_text(after.get('label'))}",
-        "relabel": lambda: f"{img}: {_label_text(before.get('label'))} → {_label_text(after.get('label'))}",
+        "relabel": lambda: (f"{img}: {_label_text(before.get('label'))} → "
+                            f"{_label_text(after.get('label'))}"),
         "delete": lambda: f"deleted {img} ({_label_text(before.get('label'))})",
         "restore": lambda: f"restored {img} ({_label_text(after.get('label'))})",
         "add_class": lambda: f"created class {after.get('name')!r}",
         "rename_class": lambda: f"renamed class {before.get('name')!r} to {after.get('name')!r}",
         "delete_class": lambda: (f"deleted class {before.get('name')!r}; its "
                                  f"{len(before.get('images', []))} images "
-                                 + ("deleted" if after.get("images_to") == "delete" else "unlabeled")),
+                                 + ("deleted" if after.get("images_to") == "delete"
+                                    else "unlabeled")),
     }
     return texts[kind]() if kind in texts else kind
 
@@ -252,8 +254,8 @@ class Dataset:
             "restore": lambda: self._restore(c.get("image_id"), actor),
             "add_class": lambda: self._ensure_class(c.get("name"), actor),
             "rename_class": lambda: self._rename_class(c.get("name"), c.get("new_name"), actor),
-            "delete_class": lambda: self._delete_class(c.get("name"), c.get("images_to") or "unlabel",
-                                                       actor),
+            "delete_class": lambda: self._delete_class(
+                c.get("name"), c.get("images_to") or "unlabel", actor),
         }
         if kind not in handlers:
             raise StoreError(f"unknown change {kind!r}")
@@ -286,7 +288,7 @@ class Dataset:
         return self._commit(run)
 
     def undo_change(self, change_id, actor="admin"):
-        """Revert every event of a change not reverted yet, newest first; return the new change's id."""
+        """Revert a change's events not reverted yet, newest first; return the new change's id."""
         def run():
             rows = self.conn.execute(
                 "SELECT * FROM events e WHERE change_id = ? AND NOT EXISTS "

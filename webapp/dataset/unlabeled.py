@@ -1,8 +1,8 @@
 """The unlabeled images as a queue, in the order they came or by the model's confidence.
 
 The active model's suggestion for an unlabeled image (top class and its probability) is kept per
-model version in the `suggestions` table (schema.sql): one image at a time as the queue shows it, or all of
-them at once by the "suggest" job, which the confidence orders need.
+model version in the `suggestions` table (schema.sql): one image at a time as the queue shows
+it, or all of them at once by the "suggest" job, which the confidence orders need.
 """
 from dataclasses import dataclass
 
@@ -59,7 +59,7 @@ def suggest(dataset, classifier, image_ids):
     rows = [dataset.image(i) for i in image_ids]
     pictures = [images.decode(dataset.file_path(r).read_bytes(), dataset.max_pixels) for r in rows]
     found = {}
-    for row, prediction in zip(rows, classifier.predict_batch(pictures)):
+    for row, prediction in zip(rows, classifier.predict_batch(pictures), strict=True):
         found[row["id"]] = prediction.ranked[0]
     with db.transaction(dataset.conn):
         dataset.conn.executemany(

@@ -12,8 +12,8 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from webapp.core import fetch
-from webapp.ingest.folders import counts_line
 from webapp.dataset.store import Dataset
+from webapp.ingest.folders import counts_line
 
 DEFAULT_WORKERS = 8
 MAX_WORKERS = 32

@@ -19,9 +19,9 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from webapp.ingest.downloads import added_detail
-from webapp.ingest.folders import SKIPPED_NAMES, counts_line
 from webapp.dataset.store import Added, Dataset, StoreError, check_class_name
+from webapp.ingest.downloads import added_detail
+from webapp.ingest.folders import SKIPPED_NAMES
 
 MAX_ZIP_ENTRIES = 20_000
 MAX_ZIP_BYTES = 2 * 1024 ** 3  # uncompressed, all entries together

@@ -55,7 +55,7 @@ def _now():
 
 
 def _iso(ts):
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).isoformat(timespec="seconds") if ts else None
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="seconds") if ts else None
 
 
 def log_path(data_dir, job_id):
@@ -97,7 +97,8 @@ def start(data_dir, kind, params, actor="admin"):
     with open(path, "ab") as log:
         try:
             proc = subprocess.Popen(
-                processes.module_command("webapp.jobs.runner", Path(data_dir).resolve(), job_id, RUNNERS[kind]),
+                processes.module_command("webapp.jobs.runner", Path(data_dir).resolve(), job_id,
+                                         RUNNERS[kind]),
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 cwd=processes.ROOT, env=env, start_new_session=True)
         except OSError as e:
@@ -157,7 +158,8 @@ class Job:
     def item(self, key, status, detail=None, image_id=None):
         """Record the outcome of one item (a URL, a file) of the job."""
         self._conn.execute(
-            "INSERT INTO job_items(job_id, key, status, detail, image_id, at) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO job_items(job_id, key, status, detail, image_id, at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
             (self.id, key, status, detail, image_id, _now()))
 
     def log(self, message):
@@ -192,10 +194,11 @@ def _runner(spec):
 
 
 def _finish(conn, job_id, status, message, result=None):
+    result_json = json.dumps(result) if result is not None else None
     conn.execute(
         "UPDATE jobs SET status = ?, message = ?, result = ?, finished = ?, heartbeat = ? "
         "WHERE id = ? AND status IN ('queued', 'running')",
-        (status, message, json.dumps(result) if result is not None else None, _now(), _now(), job_id))
+        (status, message, result_json, _now(), _now(), job_id))
 
 
 def execute(data_dir, job_id, on_update=None, runner=None):
@@ -228,7 +231,8 @@ def execute(data_dir, job_id, on_update=None, runner=None):
         _finish(job._conn, job_id, "cancelled", "Cancelled; nothing it had finished was lost.")
     except Exception as e:  # the runner's failure is the job's failure, with its traceback logged
         job.log(traceback.format_exc())
-        _finish(job._conn, job_id, "failed", f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
+        message = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+        _finish(job._conn, job_id, "failed", message)
     else:
         message = (result or {}).pop("message", None) if isinstance(result, dict) else None
         _finish(job._conn, job_id, "succeeded", message or "Finished.", result)
@@ -270,7 +274,8 @@ def _alive(pid):
 def _reap(conn):
     """Mark active jobs whose process is gone or silent as failed."""
     now = _now()
-    for row in conn.execute("SELECT id, pid, heartbeat FROM jobs WHERE status IN ('queued', 'running')"):
+    active = "SELECT id, pid, heartbeat FROM jobs WHERE status IN ('queued', 'running')"
+    for row in conn.execute(active):
         silent = now - (row["heartbeat"] or 0) > STALE_SECONDS
         if silent or not _alive(row["pid"]):
             _finish(conn, row["id"], "failed",

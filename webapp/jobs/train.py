@@ -6,9 +6,9 @@ end: a failure or a cancel anywhere leaves the served model as it was and no new
 """
 import time
 
-from webapp.model import diagnosis, registry, training
-from webapp.jobs import runner as jobs
 from webapp.cleaning import scoring
+from webapp.jobs import runner as jobs
+from webapp.model import diagnosis, registry, training
 
 
 class Progress:
@@ -65,7 +65,7 @@ def last_epoch_detail(last_epoch):
 
 
 def run_job(job):
-    """Train, score every labeled image with the new version, then activate it (unless told not to)."""
+    """Train a version, score every labeled image with it, then activate it (unless told not to)."""
     opts = training.TrainOptions.from_params(job.params)
     try:
         version, metrics = training.train(job.data_dir, opts, on_progress=Progress(job),
@@ -73,9 +73,10 @@ def run_job(job):
     except training.TrainingCancelled as e:
         raise jobs.Cancelled(str(e)) from e
     try:  # from here on the version exists: any failure or cancel must take it away again
+        last_epoch = metrics["history"][-1] if metrics["history"] else None
         job.progress(0, None, phase="scoring",
                      message=f"Scoring every labeled image with {version} for the cleaner",
-                     detail=last_epoch_detail(metrics["history"][-1] if metrics["history"] else None))
+                     detail=last_epoch_detail(last_epoch))
         scored = scoring.score_version(job.data_dir, version, on_progress=job.progress)
         activate = job.params.get("activate", True)
         if activate:

@@ -23,7 +23,8 @@ def draw_scene(scene, rng, size=96):
     d = ImageDraw.Draw(im)
     for y in range(size):  # sky gradient
         t = y / (size - 1)
-        d.line([(0, y), (size, y)], fill=tuple(int(a + (b - a) * t) for a, b in zip(top, horizon)))
+        fill = tuple(int(a + (b - a) * t) for a, b in zip(top, horizon, strict=True))
+        d.line([(0, y), (size, y)], fill=fill)
     r = rng.uniform(0.06, 0.14) * size
     cx, cy = rng.uniform(r, size - r), rng.uniform(r, size * 0.5)
     light = {"day": (255, 245, 200), "night": (235, 235, 220), "sunset": (255, 120, 40)}[scene]
@@ -45,7 +46,7 @@ def draw_scene(scene, rng, size=96):
 def scene_images(per_class=60, size=96, seed=0, scenes=SCENES):
     """Yield (label, jpeg bytes) for `per_class` pictures of each scene."""
     rng = random.Random(seed)
-    for i in range(per_class):
+    for _ in range(per_class):
         for scene in scenes:
             buf = io.BytesIO()
             draw_scene(scene, rng, size).save(buf, format="JPEG", quality=90)

@@ -15,7 +15,8 @@ WORDS = {
     "linear": {"architecture": "y = a₁·x + a₂, a straight line",
                "parameters": "a₁ (the slope) and a₂ (the intercept)",
                "loss": "mean squared error", "names": ["slope", "intercept"],
-               "picture": "The 100 points and the red line y = a₁·x + a₂, starting from a = (−1, 1)."},
+               "picture": "The 100 points and the red line y = a₁·x + a₂, "
+                          "starting from a = (−1, 1)."},
     "logistic": {"architecture": "p = σ(w₁·x₁ + w₂·x₂ + b), logistic regression",
                  "parameters": "w₁, w₂ (the boundary's angle) and b (its offset)",
                  "loss": "binary cross entropy", "names": ["w1", "w2", "b"],
@@ -67,9 +68,10 @@ class Run:
         if self.diverged:
             return self.reason
         last, names = self.steps[-1], WORDS[self.options.model]["names"]
-        params = ", ".join(f"{n} {v:.3g}" for n, v in zip(names, last.params))
+        params = ", ".join(f"{n} {v:.3g}" for n, v in zip(names, last.params, strict=True))
         acc = f", accuracy {last.accuracy:.0%}" if last.accuracy is not None else ""
-        return f"After {last.step} steps ({last.epoch} epochs): {params}; loss {last.loss:.3g}{acc}."
+        return (f"After {last.step} steps ({last.epoch} epochs): {params}; "
+                f"loss {last.loss:.3g}{acc}.")
 
 
 def defaults(model="linear"):
@@ -113,15 +115,17 @@ def check(opts):
     if not 0 < opts.lr <= 100:
         raise ValueError(f"the learning rate must be above 0 and at most 100, not {opts.lr:g}")
     if not 1 <= opts.bs <= N:
-        raise ValueError(f"the batch size must be between 1 and {N} (the number of points), not {opts.bs}")
+        raise ValueError(f"the batch size must be between 1 and {N} (the number of points), "
+                         f"not {opts.bs}")
     if not 1 <= opts.epochs <= 500:
         raise ValueError(f"the number of epochs must be between 1 and 500, not {opts.epochs}")
     if not 0 <= opts.seed < 2**32:
         raise ValueError("the seed must be between 0 and 4294967295")
     steps = opts.epochs * opts.steps_per_epoch
     if steps > MAX_STEPS:
-        raise ValueError(f"{opts.epochs} epochs of batches of {opts.bs} make {steps} steps; at most "
-                         f"{MAX_STEPS} are animated here: use fewer epochs or a larger batch size")
+        raise ValueError(f"{opts.epochs} epochs of batches of {opts.bs} make {steps} steps; "
+                         f"at most {MAX_STEPS} are animated here: use fewer epochs or a larger "
+                         "batch size")
 
 
 def linear_data(g, n=N):
@@ -187,7 +191,8 @@ def descend(x, y, w, loss_fn, opts, g, metric=None):
                 w.grad.zero_()
             step = _record(len(steps), epoch, x, y, w, loss_fn, metric)
             finite = all(math.isfinite(v) for v in step.params) and math.isfinite(step.loss)
-            reason = _explosion(step.loss if finite else math.nan, steps[0].loss, step.step, opts.lr)
+            reason = _explosion(step.loss if finite else math.nan, steps[0].loss,
+                                step.step, opts.lr)
             if finite:  # JSON has no room for inf or NaN
                 steps.append(step)
             if reason:
@@ -259,9 +264,11 @@ def _gif_figure(run):
     pts = np.array(run.points)
     lo, hi = pts.min(axis=0) - 0.3, pts.max(axis=0) + 0.3
     ax.set_xlim(lo[0], hi[0]), ax.set_ylim(lo[1], hi[1])
-    colours = "#1d2327" if run.labels is None else ["#ff7f0e" if c else "#1f77b4" for c in run.labels]
+    colours = ("#1d2327" if run.labels is None
+               else ["#ff7f0e" if c else "#1f77b4" for c in run.labels])
     ax.scatter(pts[:, 0], pts[:, 1], s=12, c=colours)
-    ax.set_xlabel("x" if run.labels is None else "x₁"), ax.set_ylabel("y" if run.labels is None else "x₂")
+    ax.set_xlabel("x" if run.labels is None else "x₁")
+    ax.set_ylabel("y" if run.labels is None else "x₂")
     lax.plot([s.step for s in run.steps], [s.loss for s in run.steps], color="#bbb", lw=1)
     lax.set_yscale("log"), lax.set_xlabel("step"), lax.set_ylabel(WORDS[run.options.model]["loss"])
     # Fixed margins, not tight_layout: its layout engine would draw every frame twice.

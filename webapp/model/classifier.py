@@ -27,7 +27,8 @@ class Classifier:
         valid = learn.dls.valid  # test_dl uses the validation transforms: no augmentation
         # Pipelines carry the split of the last DataLoader pass; fix ours to validation (1), so
         # Resize crops the centre and the augmentations (split 0 only) are skipped.
-        self.after_item, self.after_batch = copy.copy(valid.after_item), copy.copy(valid.after_batch)
+        self.after_item = copy.copy(valid.after_item)
+        self.after_batch = copy.copy(valid.after_batch)
         for pipe in (self.after_item, self.after_batch):
             pipe.split_idx = 1
             # Dropping the training-only steps (which split 1 skips anyway) saves their
@@ -58,7 +59,7 @@ class Classifier:
         """Return one Prediction per image."""
         out = []
         for probs in self.probabilities(images):
-            ranked = sorted(zip(self.vocab, map(float, probs)), key=lambda p: -p[1])
+            ranked = sorted(zip(self.vocab, map(float, probs), strict=True), key=lambda p: -p[1])
             out.append(Prediction(ranked))
         return out
 

@@ -52,7 +52,8 @@ def valid_loss_exploded(history, n_classes=None):
     The run is judged by where it ends: an early spike that training recovered from (common
     in the first epoch from scratch, before BatchNorm's statistics settle) leaves a good model.
     """
-    losses = [(i, e.get("valid_loss")) for i, e in enumerate(history) if e.get("valid_loss") is not None]
+    losses = [(i, e.get("valid_loss")) for i, e in enumerate(history)
+              if e.get("valid_loss") is not None]
     if not losses:
         return None
     for i, loss in losses:

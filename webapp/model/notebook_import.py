@@ -8,11 +8,9 @@ PATH`), which answers with the classes, the input size and a test prediction (ch
 its sha256 and provenance "imported"; activating it is the admin's next, separate step.
 """
 import json
-import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 from webapp.core import processes
 from webapp.core.files import file_sha256
@@ -61,10 +59,11 @@ def check_in_subprocess(path, timeout=CHECK_TIMEOUT):
     env = processes.child_env(OMP_NUM_THREADS="1")
     try:
         proc = subprocess.run(processes.module_command("webapp.model.notebook_import", path),
-                              cwd=processes.ROOT, env=env, capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
+                              cwd=processes.ROOT, env=env, capture_output=True, text=True,
+                              timeout=timeout, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
-        raise ImportRefused(f"loading the file took longer than {timeout} s; not imported")
+        raise ImportRefused(
+            f"loading the file took longer than {timeout} s; not imported") from None
     lines = proc.stdout.strip().splitlines()
     try:
         answer = json.loads(lines[-1]) if lines else {}
@@ -72,7 +71,8 @@ def check_in_subprocess(path, timeout=CHECK_TIMEOUT):
         answer = {}
     if proc.returncode != 0 or "error" in answer or "classes" not in answer:
         reason = answer.get("error") or _last_line(proc.stderr) or f"exit status {proc.returncode}"
-        raise ImportRefused(f"this file is not a fastai image classifier Winnow can serve: {reason}")
+        raise ImportRefused("this file is not a fastai image classifier Winnow can serve: "
+                            f"{reason}")
     return answer
 
 
@@ -119,7 +119,7 @@ def inspect(path):
     if diff > TOLERANCE:
         raise ImportRefused(f"Winnow's serving path differs from learn.predict by {diff:.1e}")
     arch = getattr(learn, "arch", None)
-    ranked = sorted(zip(classes, map(float, ours)), key=lambda p: -p[1])
+    ranked = sorted(zip(classes, map(float, ours), strict=True), key=lambda p: -p[1])
     return {"classes": classes, "size": size[0] if size and size[0] == size[1] else None,
             "input_size": size, "arch": getattr(arch, "__name__", None),
             "pretrained": getattr(learn, "pretrained", None),

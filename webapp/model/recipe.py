@@ -97,8 +97,13 @@ def build_learner(data_dir, opts, pretrained, manifest=None, rows=None):
     import pandas as pd
     import torchvision.models as tvm
     from fastai.torch_core import set_seed
-    from fastai.vision.all import (ImageDataLoaders, Resize, aug_transforms, error_rate,
-                                   vision_learner)
+    from fastai.vision.all import (
+        ImageDataLoaders,
+        Resize,
+        aug_transforms,
+        error_rate,
+        vision_learner,
+    )
 
     if rows is None:
         table = pd.read_csv(Path(manifest or Path(data_dir) / CLEANED_CSV))

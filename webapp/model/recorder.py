@@ -40,7 +40,8 @@ def report_callback(on_progress, should_stop, lr_find_iters):
             if self.phase not in ("frozen", "unfrozen"):
                 return
             names = self.recorder.metric_names[1:-1]  # drop "epoch" and "time"
-            values = dict(zip(names, self.recorder.log[1:len(names) + 1]))
+            # The log can be short of a metric (validation skipped): record what there is.
+            values = dict(zip(names, self.recorder.log[1:len(names) + 1], strict=False))
             self.history.append({"phase": self.phase, "epoch": len(self.history),
                                  **{k: _num(v) for k, v in values.items()},
                                  "seconds": round(time.monotonic() - self.started, 2),
@@ -59,7 +60,7 @@ def confusion(learn):
     preds, targs = learn.get_preds(dl=learn.dls.valid)
     vocab = [str(v) for v in learn.dls.vocab]
     matrix = [[0] * len(vocab) for _ in vocab]
-    for actual, predicted in zip(targs.tolist(), preds.argmax(dim=1).tolist()):
+    for actual, predicted in zip(targs.tolist(), preds.argmax(dim=1).tolist(), strict=True):
         matrix[actual][predicted] += 1
     pairs = [[vocab[a], vocab[p], matrix[a][p]] for a in range(len(vocab))
              for p in range(len(vocab)) if a != p and matrix[a][p]]

@@ -1,7 +1,7 @@
 """Model versions: models/<version>/export.pkl, its recorded sha256, and models/ACTIVE."""
 import json
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from webapp.core import db, files
@@ -24,7 +24,7 @@ def models_dir(data_dir):
 
 def new_version_dir(data_dir):
     """Create and return an empty, unique models/<version>/ folder."""
-    base = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    base = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     root = models_dir(data_dir)
     root.mkdir(parents=True, exist_ok=True)
     for n in range(1000):

@@ -6,12 +6,11 @@ cleaned.csv copied beside it). Plots are drawn server-side with matplotlib's Agg
 `models/<version>/plots/`: a version's metrics never change, so neither do its plots.
 """
 import io
-import json
 import math
 
 from webapp.core import files
-from webapp.model import diagnosis, registry, training
 from webapp.dataset.manifest import CLEANED_CSV
+from webapp.model import diagnosis, registry, training
 
 PLOTS = ("losses", "lr_find", "confusion")
 
@@ -93,7 +92,6 @@ def version_report(data_dir, version):
     record = registry.version_record(data_dir, version)
     metrics = record["metrics"]
     history = metrics.get("history") or []
-    vdir = registry.models_dir(data_dir) / version
     classes = (metrics.get("provenance") or {}).get("classes") or metrics.get("classes") or []
     return {
         "record": record, "metrics": metrics, "tables": epoch_tables(history),
@@ -124,7 +122,8 @@ def plot_svg(data_dir, version, name):
     path = registry.models_dir(data_dir) / version / "plots" / f"{name}.svg"
     if path.is_file():
         return path.read_text(encoding="utf-8")
-    svg = {"losses": draw_losses, "lr_find": draw_lr_find, "confusion": draw_confusion}[name](metrics)
+    draw = {"losses": draw_losses, "lr_find": draw_lr_find, "confusion": draw_confusion}[name]
+    svg = draw(metrics)
     path.parent.mkdir(exist_ok=True)
     files.write_atomic(path, svg)
     return svg
@@ -194,7 +193,7 @@ def draw_lr_find(metrics):
     curves = metrics["lr_find"]
     stages = [s for s in ("frozen", "unfrozen") if s in curves]
     fig, axes = _figure(4.6 * len(stages), 3.4, ncols=len(stages))
-    for ax, stage in zip(axes, stages):
+    for ax, stage in zip(axes, stages, strict=True):
         curve = curves[stage]
         lrs, losses = curve["lr"], curve["loss"]
         ax.plot(lrs, losses, color="#1f77b4")

@@ -14,9 +14,15 @@ from webapp.core import images
 from webapp.core.files import file_sha256
 from webapp.dataset.manifest import CLEANED_CSV
 from webapp.model import onnx_model, recipe, recorder, registry
+
 # The recipe's names, where callers have always found them.
-from webapp.model.recipe import (ARCHS, TrainingCancelled, TrainingRefused,  # noqa: F401
-                                 TrainOptions, build_learner)
+from webapp.model.recipe import (  # noqa: F401
+    ARCHS,
+    TrainingCancelled,
+    TrainingRefused,
+    TrainOptions,
+    build_learner,
+)
 
 
 def manifest_path(data_dir):

@@ -4,8 +4,16 @@ import secrets
 import sys
 from urllib.parse import urlsplit
 
-from flask import (Blueprint, current_app, flash, redirect, render_template, request, session,
-                   url_for)
+from flask import (
+    Blueprint,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_wtf import FlaskForm
@@ -55,7 +63,9 @@ def admin_required(view):
     @functools.wraps(view)
     def wrapped(*args, **kwargs):
         if not is_admin():
-            if request.path.endswith(".json") or request.accept_mimetypes.best == "application/json":
+            wants_json = (request.path.endswith(".json")
+                          or request.accept_mimetypes.best == "application/json")
+            if wants_json:
                 return {"error": "log in as admin first"}, 401
             return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
         return view(*args, **kwargs)

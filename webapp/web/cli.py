@@ -4,13 +4,13 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from webapp.lesson import demo
+from webapp.dataset.store import Dataset, StoreError, check_class_name
 from webapp.ingest import downloads, folders
 from webapp.jobs import runner as jobs
+from webapp.lesson import demo
+from webapp.model import registry, training
 from webapp.web import forms
 from webapp.web.terminal import run_in_terminal
-from webapp.model import registry, training
-from webapp.dataset.store import Dataset, StoreError, check_class_name
 
 
 def _dataset():
@@ -42,7 +42,7 @@ def import_folder_command(path):
     try:
         items = folders.folder_items(path)
     except StoreError as e:
-        raise click.ClickException(str(e))
+        raise click.ClickException(str(e)) from e
     _import(items, "folder")
 
 
@@ -55,7 +55,7 @@ def import_csv_command(root, csv_file):
     try:
         items = folders.csv_items(root, csv_file)
     except StoreError as e:
-        raise click.ClickException(str(e))
+        raise click.ClickException(str(e)) from e
     _import(items, "csv")
 
 
@@ -80,7 +80,7 @@ def _train(params):
     try:
         training.preflight(data_dir, training.TrainOptions.from_params(params))
     except training.TrainingRefused as e:
-        raise click.ClickException(str(e))
+        raise click.ClickException(str(e)) from e
     return run_in_terminal("train", params, "training")["result"]["version"]
 
 
@@ -117,14 +117,15 @@ def train_command(arch, size, epochs, fine_tune_epochs, lr, bs, pretrained, lr_f
 @click.option("--if-no-model", is_flag=True, help="do nothing when a model is active already")
 @with_appcontext
 def demo_command(per_class, if_no_model):
-    """Make a small synthetic dataset (landscapes: day, night, sunset) and train a small model on it."""
+    """Make a small synthetic dataset (day, night and sunset landscapes) and train a model on it."""
     data_dir = current_app.config["DATA_DIR"]
     if if_no_model and registry.active_version(data_dir):
         click.echo(f"model {registry.active_version(data_dir)} is active; no demo needed")
         return
     dataset = _dataset()
     try:
-        with click.progressbar(length=per_class * len(demo.SCENES), label="Drawing pictures") as bar:
+        with click.progressbar(length=per_class * len(demo.SCENES),
+                               label="Drawing pictures") as bar:
             results = demo.add_demo_images(dataset, per_class, progress=lambda d, t: bar.update(1))
     finally:
         dataset.close()
@@ -153,7 +154,7 @@ def download_command(label, max_count, workers, url_file):
     try:
         label = check_class_name(label) if label is not None else None
     except StoreError as e:
-        raise click.ClickException(str(e))
+        raise click.ClickException(str(e)) from e
     cfg = current_app.config
     with click.progressbar(length=len(found.urls), label="Downloading", show_pos=True) as bar:
         def update(status):

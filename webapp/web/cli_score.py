@@ -1,4 +1,4 @@
-"""Terminal command for the cleaner: flask --app wsgi score (rescore, and optionally cross-validate)."""
+"""Terminal command for the cleaner: flask --app wsgi score (rescore, optionally cross-validate)."""
 import click
 from flask.cli import with_appcontext
 
@@ -7,7 +7,8 @@ from webapp.web.terminal import run_in_terminal
 
 
 @click.command("score")
-@click.option("--version", default=None, help="Model version to score with (default: the active one).")
+@click.option("--version", default=None,
+              help="Model version to score with (default: the active one).")
 @click.option("--cv-folds", default=0, show_default=True,
               help=f"Also cross-validate the training images with this many folds "
                    f"({crossval.MIN_FOLDS}-{crossval.MAX_FOLDS}; about k-1 times the version's "

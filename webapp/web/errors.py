@@ -78,9 +78,13 @@ def _message(e):
 
 
 def answer(code, message, refused=False):
-    """Answer an error as JSON for the API, or as a page."""
+    """Answer an error as JSON for the API, or as a page.
+
+    A refused change (a POST the domain turned down) says so on its page: nothing was changed.
+    """
     if wants_json():
         return {"error": message}, code
+    refused = refused and request.method not in ("GET", "HEAD")
     return render_template("error.html", code=code, message=message, refused=refused), code
 
 

@@ -5,9 +5,16 @@ The counters are plain prometheus-client objects; only init_app touches Flask.
 import os
 import time
 
-from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
-                               generate_latest, multiprocess)
-from prometheus_client import REGISTRY
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 
 REQUESTS = Counter("winnow_requests_total", "HTTP requests", ["endpoint", "status"])
 LATENCY = Histogram("winnow_request_seconds", "HTTP request latency", ["endpoint"],

@@ -8,9 +8,9 @@ import time
 from flask import current_app, g, request
 from flask_wtf.csrf import CSRFProtect
 
-from webapp.web import metrics
-from webapp.model import onnx_model, registry
 from webapp.dataset.store import Dataset
+from webapp.model import onnx_model, registry
+from webapp.web import metrics
 
 csrf = CSRFProtect()
 log = logging.getLogger("winnow")

@@ -14,7 +14,7 @@ def run_in_terminal(kind, params, name):
     try:
         job = jobs.run_here(current_app.config["DATA_DIR"], kind, params, on_update=bars.update)
     except jobs.JobRefused as e:
-        raise click.ClickException(str(e))
+        raise click.ClickException(str(e)) from e
     finally:
         bars.close()
     if job["status"] != "succeeded":

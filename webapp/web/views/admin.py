@@ -1,8 +1,18 @@
 """Admin: retrain from cleaned.csv, watch it, read its report, switch and download versions."""
 from urllib.parse import urlencode
 
-from flask import (Blueprint, Response, abort, current_app, flash, redirect, render_template,
-                   request, send_file, url_for)
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    send_file,
+    url_for,
+)
 from werkzeug.routing import BuildError
 
 from webapp.cleaning import scoring
@@ -65,8 +75,9 @@ def train():
 def model(version):
     info = {**report.version_report(data_dir(), version),
             "scores": scoring.scores_meta(data_dir(), version)}
-    return render_template("admin/model.html", version=version, r=info,
-                           clean_url=lambda actual, predicted: _clean_url(actual, predicted, version))
+    return render_template(
+        "admin/model.html", version=version, r=info,
+        clean_url=lambda actual, predicted: _clean_url(actual, predicted, version))
 
 
 def _clean_url(actual, predicted, version):

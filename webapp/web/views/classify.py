@@ -2,11 +2,11 @@
 from flask import Blueprint, current_app, render_template, request
 
 from webapp.core import fetch, images
-from webapp.web import errors, metrics
-from webapp.model import serving
 from webapp.ingest import uploads
+from webapp.model import serving
+from webapp.web import errors, metrics
 from webapp.web.auth import is_admin
-from webapp.web.resources import data_dir, csrf, get_dataset, get_model
+from webapp.web.resources import csrf, data_dir, get_dataset, get_model
 
 bp = Blueprint("classify", __name__)
 MAX_SHOWN = 10
@@ -38,14 +38,16 @@ def classify_page():
     model = get_model()
     url = request.form.get("url", "").strip()
     try:
-        data = fetch.fetch(url, fetch.Limits.from_settings(current_app.config)) if url else _upload_bytes()
+        data = (fetch.fetch(url, fetch.Limits.from_settings(current_app.config)) if url
+                else _upload_bytes())
         ranked, image = _classify(model.classifier, data)
     except serving.NoModel as e:
         return render_template("classify/index.html", model=model, error=str(e)), 503
     except fetch.FetchError as e:
         metrics.record_fetch_failure(e.kind)
-        return render_template("classify/index.html", model=model, url=url,
-                               error=f"That address cannot be used: {e}."), errors.FETCH_STATUS[e.kind]
+        page = render_template("classify/index.html", model=model, url=url,
+                               error=f"That address cannot be used: {e}.")
+        return page, errors.FETCH_STATUS[e.kind]
     except images.ImageRejected as e:
         return render_template("classify/index.html", model=model, url=url,
                                error=f"That file cannot be classified: {e}."), 400

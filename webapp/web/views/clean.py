@@ -1,13 +1,12 @@
-"""The cleaner: review by loss, near-duplicates, suspected label errors, decisions, undo, history."""
-from flask import (Blueprint, abort, current_app, flash, jsonify, redirect, render_template,
-                   request, url_for)
+"""The cleaner: top losses, near-duplicates, suspected label errors, decisions, undo, history."""
+from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, url_for
 
-from webapp.cleaning import lists as cleaning, crossval, decisions
+from webapp.cleaning import crossval, decisions, lists as cleaning
+from webapp.dataset.store import StoreError
 from webapp.jobs import runner as jobs
 from webapp.model import registry
 from webapp.web.auth import admin_required
 from webapp.web.resources import data_dir, get_dataset
-from webapp.dataset.store import StoreError
 
 bp = Blueprint("cleaning", __name__, url_prefix="/clean")
 PER_PAGE = {"losses": 48, "pairs": 20, "issues": 36, "history": 50}
@@ -168,7 +167,8 @@ def undo_last():
 def history():
     dataset = get_dataset()
     offset = _int_arg("offset", 0, 0, 10**9)
-    return render_template("clean/history.html", events=dataset.history(PER_PAGE["history"], offset),
+    return render_template("clean/history.html",
+                           events=dataset.history(PER_PAGE["history"], offset),
                            kept=decisions.keep_history(dataset.conn), offset=offset,
                            per_page=PER_PAGE["history"])
 

@@ -1,5 +1,5 @@
 """Job pages: live status (HTML and JSON), per-item outcomes, log, cancel."""
-from flask import Blueprint, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, url_for
 
 from webapp.jobs import runner as jobs
 from webapp.web.auth import admin_required

@@ -1,14 +1,23 @@
 """Labeling pages: classes, uploads, URL-list imports, and the keyboard-driven queue."""
-from flask import (Blueprint, abort, current_app, flash, redirect, render_template, request,
-                   session, url_for)
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 
+from webapp.dataset import unlabeled
+from webapp.dataset.store import Dataset, check_class_name
 from webapp.ingest import downloads, uploads
 from webapp.jobs import kinds, runner as jobs
-from webapp.dataset import unlabeled
 from webapp.web.auth import admin_required
 from webapp.web.errors import sentence
 from webapp.web.resources import data_dir, get_dataset, get_model, upload_cap
-from webapp.dataset.store import Dataset, StoreError, check_class_name
 
 bp = Blueprint("labeling", __name__, url_prefix="/label")
 ACTOR = "admin"

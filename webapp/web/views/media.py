@@ -1,5 +1,5 @@
-"""Stored images for admin pages: GET /media/<id> (the file) and /media/<id>?size=256 (a thumbnail)."""
-from flask import Blueprint, abort, current_app, request, send_file
+"""Stored images for admin pages: /media/<id> (the file) and /media/<id>?size=256 (a thumbnail)."""
+from flask import Blueprint, abort, request, send_file
 
 from webapp.core import thumbnails
 from webapp.web.auth import admin_required

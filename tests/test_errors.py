@@ -1,0 +1,86 @@
+"""Errors, one way: every domain refusal has its HTTP status, and answers as JSON or as a page."""
+import importlib
+import inspect
+import pkgutil
+
+import pytest
+
+import webapp
+from tests.conftest import make_app
+from webapp.core.fetch import FetchError
+from webapp.dataset.store import StoreError
+from webapp.jobs.runner import JobRefused
+from webapp.model.registry import ModelError
+from webapp.model.serving import NoModel
+from webapp.web import errors
+
+# Exceptions that never reach a request: they stop a job or a fit from inside.
+INTERNAL = {"Cancelled", "TrainingCancelled"}
+
+
+def domain_errors():
+    """Every exception class the project defines outside the web layer."""
+    found = {}
+    for info in pkgutil.walk_packages(webapp.__path__, "webapp."):
+        if info.name.startswith(("webapp.web", "webapp.app")):
+            continue
+        module = importlib.import_module(info.name)
+        for name, cls in inspect.getmembers(module, inspect.isclass):
+            if issubclass(cls, Exception) and cls.__module__ == info.name:
+                found[name] = cls
+    return found
+
+
+def test_every_domain_error_has_an_http_status():
+    mapped = [cls for cls, _ in errors.REFUSALS] + [FetchError]
+    unmapped = [name for name, cls in domain_errors().items()
+                if name not in INTERNAL and not issubclass(cls, tuple(mapped))]
+    assert unmapped == [], f"give these a status in web/errors.py REFUSALS: {unmapped}"
+
+
+@pytest.fixture
+def raising(tmp_path):
+    """An app with routes that raise a given domain error, as a view would let it propagate."""
+    app = make_app(tmp_path / "data", WTF_CSRF_ENABLED=False)
+    raised = {}
+
+    def boom():
+        raise raised["error"]
+
+    app.add_url_rule("/boom", "boom", boom, methods=["GET", "POST"])
+    app.add_url_rule("/boom.json", "boom_json", boom, methods=["GET", "POST"])
+    client = app.test_client()
+
+    def call(error, path="/boom", method="get"):
+        raised["error"] = error
+        return getattr(client, method)(path)
+
+    return call
+
+
+@pytest.mark.parametrize("error, status", [
+    (StoreError("there is no class 'x'"), 400),
+    (ModelError("there is no model version 'v'"), 404),
+    (JobRefused("A train job (#3) is running", 3), 409),
+    (NoModel("no model is active yet"), 503),
+    (FetchError("too_large", "the body is over 10 MB"), 413),
+    (FetchError("timeout", "the server did not answer in 20 s"), 504),
+])
+def test_a_refusal_answers_json_with_its_status_and_words(raising, error, status):
+    r = raising(error, "/boom.json")
+    assert r.status_code == status
+    assert r.get_json() == {"error": str(error)}
+
+
+def test_a_refused_change_says_nothing_was_changed(raising):
+    r = raising(StoreError("there is no class 'x'"), method="post")
+    page = r.get_data(as_text=True)
+    assert r.status_code == 400
+    assert "That was not done" in page and "There is no class &#39;x&#39;." in page
+    assert "Nothing was changed" in page
+
+
+def test_a_missing_page_is_an_error_page_not_a_refusal(raising):
+    r = raising(ModelError("there is no model version 'v'"))
+    page = r.get_data(as_text=True)
+    assert r.status_code == 404 and "Error 404" in page and "Nothing was changed" not in page
