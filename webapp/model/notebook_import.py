@@ -2,10 +2,11 @@
 
 export.pkl is a pickle, and unpickling runs whatever code it names: it must come from someone
 the admin trusts. The app never unpickles an upload in a web worker. It saves the file into a
-new version folder and loads it in a separate Python process (`python -m webapp.model_import
-PATH`), which answers with the classes, the input size and a test prediction (checked against
-`learn.predict`), or with the reason it cannot serve it. Only then is the version recorded, with
-its sha256 and provenance "imported"; activating it is the admin's next, separate step.
+new version folder and loads it in a separate Python process (`python -m
+webapp.model.notebook_import PATH`), which answers with the classes, the input size and a test
+prediction (checked against `learn.predict`), or with the reason it cannot serve it. Only then is
+the version recorded, with its sha256 and provenance "imported"; activating it is the admin's
+next, separate step.
 """
 import json
 import shutil
