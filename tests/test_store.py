@@ -2,6 +2,7 @@
 import csv
 import json
 import random
+import threading
 
 import pytest
 
@@ -139,4 +140,36 @@ def test_cleaned_csv_is_replaced_atomically(dataset, monkeypatch):
     assert sorted(dataset.data_dir.iterdir()) == entries  # no temp file left behind
     monkeypatch.undo()
     dataset.write_cleaned_csv()  # the next write catches up
+    assert [r["label"] for r in cleaned(dataset)] == ["blue"]
+
+
+def test_two_writers_cannot_leave_an_older_cleaned_csv(dataset, monkeypatch):
+    """A writer that read its rows before another's change must not write after it."""
+    a = dataset.add_image(jpeg(tinted("red", random.Random(8))), label="red")
+    read_early, other_done, failed = threading.Event(), threading.Event(), []
+    real_labeled = Dataset.labeled
+
+    def slow_labeled(self):
+        rows = real_labeled(self)
+        if threading.current_thread() is first and not read_early.is_set():
+            read_early.set()
+            other_done.wait(1.0)  # without the lock the other writer finishes meanwhile
+        return rows
+
+    def write_from_a_second_process():  # a thread with its own connection stands in for one
+        try:
+            ds = Dataset(dataset.data_dir)
+            ds.write_cleaned_csv()
+            ds.close()
+        except Exception as e:  # reported below, in the test's own thread
+            failed.append(e)
+
+    monkeypatch.setattr(Dataset, "labeled", slow_labeled)
+    first = threading.Thread(target=write_from_a_second_process)
+    first.start()
+    assert read_early.wait(5)
+    dataset.change("relabel", image_id=a.image_id, label="blue")  # commits, rewrites the CSV
+    other_done.set()
+    first.join(5)
+    assert not failed
     assert [r["label"] for r in cleaned(dataset)] == ["blue"]

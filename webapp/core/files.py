@@ -5,6 +5,7 @@ flushed and fsynced, then renamed over the target; the directory is fsynced last
 itself survives a power cut. Any failure removes the temp file and leaves the target as it was.
 """
 import contextlib
+import fcntl
 import hashlib
 import os
 import secrets
@@ -114,3 +115,14 @@ def create_whole(path, data, *, encoding="utf-8", perms=None):
     finally:
         tmp.unlink(missing_ok=True)
     fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def locked(path):
+    """Hold an exclusive lock on `path` (created if missing) across processes, until the end."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # released when the descriptor closes, even on a crash
+        yield
+    finally:
+        os.close(fd)

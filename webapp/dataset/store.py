@@ -72,6 +72,7 @@ def describe(kind, image_id, before, after):
     return texts[kind]() if kind in texts else kind
 
 
+CSV_LOCK = ".cleaned.csv.lock"  # serialises cleaned.csv rewrites across processes
 SETTINGS = ("VALID_PCT", "SPLIT_SEED", "MAX_PIXELS")  # what a Dataset needs from the config
 
 
@@ -462,5 +463,10 @@ class Dataset:
         return name
 
     def write_cleaned_csv(self):
-        """Rewrite cleaned.csv from the store, atomically."""
-        return manifest.write_cleaned_csv(self.data_dir, self.labeled())
+        """Rewrite cleaned.csv from the store, atomically, one writer at a time.
+
+        Each writer reads the rows after taking the lock, so whoever writes last has read every
+        change committed before it: two writers cannot leave an older snapshot in place.
+        """
+        with files.locked(self.data_dir / CSV_LOCK):
+            return manifest.write_cleaned_csv(self.data_dir, self.labeled())
