@@ -1,5 +1,6 @@
 """Training: the lesson's recipe on cleaned.csv gives a served, verifiable model version."""
 import json
+import subprocess
 
 import pytest
 import torch
@@ -128,3 +129,22 @@ def test_an_offline_machine_never_tries_to_download_weights(monkeypatch):
         opts = training.TrainOptions.from_params({"arch": "resnet18", **settings})
         assert training._use_pretrained(opts, lambda line: None, [], {}) is False
     assert asked == [False, True]
+
+
+def test_a_killed_runs_files_are_swept_and_a_live_runs_are_kept(tmp_path, trained_dir):
+    """Training works in <data dir>/tmp/train-<pid>-…; what a killed run left there goes."""
+    data_dir, _, _ = trained_dir
+    assert list((data_dir / training.WORK_DIR).iterdir()) == []  # a finished run cleans up
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    alive = subprocess.Popen(["sleep", "30"])
+    try:
+        root = training.work_root(tmp_path)
+        for pid in (dead.pid, alive.pid):
+            (root / f"train-{pid}-x").mkdir()
+            (root / f"train-{pid}-x" / "cleaned.csv").write_text("name,label,is_valid\n")
+        assert training.sweep_work_dirs(tmp_path) == [f"train-{dead.pid}-x"]
+        assert [p.name for p in root.iterdir()] == [f"train-{alive.pid}-x"]
+    finally:
+        alive.kill()
+        alive.wait()

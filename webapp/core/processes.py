@@ -16,3 +16,18 @@ def child_env(**overrides):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **overrides}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # only web workers write /metrics' files
     return env
+
+
+def pid_alive(pid):
+    """Tell whether a process is running (an exited child not yet reaped, a zombie, is not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True

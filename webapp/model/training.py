@@ -1,6 +1,7 @@
 """Training with the lesson's recipe, from cleaned.csv into a new model version."""
 import csv
 import math
+import os
 import platform
 import shutil
 import socket
@@ -10,7 +11,7 @@ from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
-from webapp.core import images
+from webapp.core import images, processes
 from webapp.core.files import file_sha256
 from webapp.dataset.manifest import CLEANED_CSV
 from webapp.model import onnx_model, recipe, recorder, registry
@@ -23,6 +24,26 @@ from webapp.model.recipe import (  # noqa: F401
     TrainOptions,
     build_learner,
 )
+
+WORK_DIR = "tmp"  # under the data dir: a killed run's files are found and swept
+
+
+def work_root(data_dir):
+    """Return (and create) the data dir's tmp/ folder, where training runs keep their files."""
+    root = Path(data_dir) / WORK_DIR
+    root.mkdir(exist_ok=True)
+    return root
+
+
+def sweep_work_dirs(data_dir):
+    """Remove what killed training runs left in tmp/ (a run's folder names its process)."""
+    swept = []
+    for path in Path(data_dir, WORK_DIR).glob("train-*-*"):
+        pid = path.name.split("-")[1]
+        if pid.isdigit() and int(pid) != os.getpid() and not processes.pid_alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+            swept.append(path.name)
+    return swept
 
 
 def manifest_path(data_dir):
@@ -138,7 +159,9 @@ def train(data_dir, opts=None, on_progress=None, log=print, should_stop=None):
     opts.check()
     data_dir = Path(data_dir)
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="winnow-train-") as work:
+    sweep_work_dirs(data_dir)
+    prefix = f"train-{os.getpid()}-"
+    with tempfile.TemporaryDirectory(prefix=prefix, dir=work_root(data_dir)) as work:
         # Train on a copy: labels may change while it runs, and the version keeps what it saw.
         manifest = Path(work) / CLEANED_CSV
         shutil.copyfile(manifest_path(data_dir), manifest)
