@@ -1,6 +1,7 @@
-"""Operations endpoints: liveness and readiness probes."""
+"""Operations endpoints: liveness and readiness probes, and the API's OpenAPI document."""
 from flask import Blueprint
 
+from webapp.web import openapi
 from webapp.web.resources import get_model
 
 bp = Blueprint("main", __name__)
@@ -17,3 +18,9 @@ def readyz():
     if not model.ready:
         return {"error": model.error or "no model is active yet"}, 503
     return {"status": "ready", "model": model.version}
+
+
+@bp.route("/api/openapi.json")
+def openapi_document():
+    """The OpenAPI 3 document of the JSON endpoints."""
+    return openapi.document()

@@ -1,0 +1,188 @@
+"""The OpenAPI 3 document of Winnow's JSON endpoints: the public API and the admin JSON lists.
+
+Served at /api/openapi.json. tests/test_openapi.py runs schemathesis against it, so a response
+that drifts from what is written here fails the suite.
+"""
+
+ADMIN = [{"session": []}]
+
+
+def _error(description):
+    return {"description": description, "content": {"application/json": {"schema": {
+        "$ref": "#/components/schemas/Error"}}}}
+
+
+def _json(schema, description="OK"):
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _ref(name):
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _query(name, schema, description):
+    return {"name": name, "in": "query", "required": False, "schema": schema,
+            "description": description}
+
+
+LIMIT = _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "items per page")
+OFFSET = _query("offset", {"type": "integer", "minimum": 0}, "items to skip")
+VERSION = _query("version", {"type": "string"}, "a registered model version (default: active)")
+ADMIN_ERRORS = {"400": _error("a parameter is not valid"), "401": _error("not logged in"),
+                "404": _error("no such model version"),
+                "409": _error("the model has not scored the images yet: rescore first")}
+
+
+def _clean_list(summary, params, item):
+    return {"get": {"summary": summary, "security": ADMIN, "parameters": [*params, LIMIT, OFFSET,
+                                                                          VERSION],
+                    "responses": {"200": _json(_ref(item)), **ADMIN_ERRORS}}}
+
+
+SCHEMAS = {
+    "Error": {"type": "object", "required": ["error"],
+              "properties": {"error": {"type": "string"}}},
+    "Classification": {
+        "type": "object", "required": ["predictions", "model"],
+        "properties": {
+            "predictions": {"type": "array", "description": "[label, probability], most likely "
+                            "first", "items": {"type": "array", "minItems": 2, "maxItems": 2}},
+            "model": {"type": "string", "description": "the model version that answered"}}},
+    "Item": {
+        "type": "object",
+        "required": ["image_id", "name", "label", "split", "predicted", "confidence", "loss"],
+        "properties": {
+            "image_id": {"type": "integer"}, "name": {"type": "string"},
+            "label": {"type": "string"}, "split": {"type": "string", "enum": ["train", "valid"]},
+            "predicted": {"type": "string"}, "confidence": {"type": "number"},
+            "loss": {"type": "number", "nullable": True},
+            "score": {"type": "number", "nullable": True}}},
+    "LossList": {"type": "object", "required": ["version", "total", "items", "ranked_by"],
+                 "properties": {"version": {"type": "string"}, "total": {"type": "integer"},
+                                "ranked_by": {"type": "string"},
+                                "items": {"type": "array", "items": _ref("Item")}}},
+    "PairList": {"type": "object", "required": ["version", "total", "items", "ranked_by"],
+                 "properties": {
+                     "version": {"type": "string"}, "total": {"type": "integer"},
+                     "ranked_by": {"type": "string"},
+                     "items": {"type": "array", "items": {
+                         "type": "object",
+                         "required": ["first", "second", "similarity", "straddles_split",
+                                      "labels_differ"],
+                         "properties": {"first": _ref("Item"), "second": _ref("Item"),
+                                        "similarity": {"type": "number"},
+                                        "straddles_split": {"type": "boolean"},
+                                        "labels_differ": {"type": "boolean"}}}}}},
+    "IssueList": {"type": "object", "required": ["version", "total", "items", "ranked_by"],
+                  "properties": {
+                      "version": {"type": "string"}, "total": {"type": "integer"},
+                      "ranked_by": {"type": "string"},
+                      "items": {"type": "array", "items": {"allOf": [_ref("Item"), {
+                          "type": "object",
+                          "required": ["suggested", "suggested_probability", "quality",
+                                       "flagged"],
+                          "properties": {"suggested": {"type": "string"},
+                                         "suggested_probability": {"type": "number"},
+                                         "quality": {"type": "number"},
+                                         "flagged": {"type": "boolean"}}}]}}}},
+    "Job": {"type": "object",
+            "required": ["id", "kind", "status", "percent", "message", "items", "counts"],
+            "properties": {
+                "id": {"type": "integer"}, "kind": {"type": "string"},
+                "status": {"type": "string",
+                           "enum": ["queued", "running", "succeeded", "failed", "cancelled"]},
+                "phase": {"type": "string", "nullable": True},
+                "percent": {"type": "number", "nullable": True},
+                "eta_seconds": {"type": "number", "nullable": True},
+                "message": {"type": "string", "nullable": True},
+                "items": {"type": "array", "items": {"type": "object"}},
+                "counts": {"type": "object", "additionalProperties": {"type": "integer"}}}},
+    "SgdRun": {"type": "object",
+               "required": ["model", "options", "points", "steps", "diverged", "summary"],
+               "properties": {
+                   "model": {"type": "string", "enum": ["linear", "logistic"]},
+                   "options": {"type": "object"}, "points": {"type": "array"},
+                   "steps": {"type": "array", "items": {
+                       "type": "object", "required": ["step", "epoch", "params", "loss"],
+                       "properties": {"step": {"type": "integer"}, "epoch": {"type": "integer"},
+                                      "params": {"type": "array",
+                                                 "items": {"type": "number"}},
+                                      "loss": {"type": "number"}}}},
+                   "diverged": {"type": "boolean"},
+                   "summary": {"type": "string", "nullable": True}}},
+}
+
+PATHS = {
+    "/api/classify": {"post": {
+        "summary": "Classify one image (multipart field `file`, or the raw image as the body)",
+        "requestBody": {"required": True, "content": {
+            "multipart/form-data": {"schema": {
+                "type": "object", "required": ["file"],
+                "properties": {"file": {"type": "string", "format": "binary"}}}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+        "responses": {"200": _json(_ref("Classification")),
+                      "400": _error("not a usable image"),
+                      "413": _error("the upload is too large"),
+                      "503": _error("no model is active yet")}}},
+    "/classify-url": {"get": {
+        "summary": "Fetch an image by its http(s) address and classify it (the lesson's endpoint)",
+        "parameters": [{"name": "url", "in": "query", "required": True,
+                        "schema": {"type": "string"}}],
+        "responses": {"200": _json(_ref("Classification")),
+                      "400": _error("a bad or refused address, or not a usable image"),
+                      "413": _error("the image is too large"),
+                      "502": _error("the server answered with an error"),
+                      "503": _error("no model is active yet, or too many fetches at once"),
+                      "504": _error("the server did not answer in time")}}},
+    "/healthz": {"get": {"summary": "Liveness", "responses": {"200": _json({
+        "type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}})}}},
+    "/readyz": {"get": {"summary": "Readiness: a model is loaded", "responses": {
+        "200": _json({"type": "object", "required": ["status", "model"],
+                      "properties": {"status": {"type": "string"}, "model": {"type": "string"}}}),
+        "503": _error("no model is loaded")}}},
+    "/learn/sgd.json": {"get": {
+        "summary": "SGD from scratch: a linear or logistic regression's trajectory",
+        "parameters": [
+            _query("model", {"type": "string", "enum": ["linear", "logistic"]}, "the model"),
+            _query("lr", {"type": "number"}, "learning rate"),
+            _query("bs", {"type": "integer"}, "batch size"),
+            _query("epochs", {"type": "integer"}, "epochs"),
+            _query("seed", {"type": "integer"}, "random seed")],
+        "responses": {"200": _json(_ref("SgdRun")), "400": _error("an option cannot run")}}},
+    "/clean/top-losses.json": _clean_list(
+        "The cleaner's images by loss, highest first",
+        [_query("label", {"type": "string"}, "only this class"),
+         _query("split", {"type": "string", "enum": ["both", "train", "valid"]}, "split"),
+         _query("actual", {"type": "string"}, "a confusion cell's actual class"),
+         _query("predicted", {"type": "string"}, "a confusion cell's predicted class")],
+        "LossList"),
+    "/clean/duplicates.json": _clean_list(
+        "Near-duplicate pairs, most similar first",
+        [_query("threshold", {"type": "number", "exclusiveMinimum": True, "minimum": 0,
+                              "maximum": 1}, "cosine similarity at least")], "PairList"),
+    "/clean/label-issues.json": _clean_list(
+        "Suspected label errors, lowest label quality first", [], "IssueList"),
+    "/jobs/{job_id}.json": {"get": {
+        "summary": "A job's status, and its item outcomes after ?after=<item id>",
+        "security": ADMIN,
+        "parameters": [{"name": "job_id", "in": "path", "required": True,
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}},
+                       _query("after", {"type": "integer", "minimum": 0}, "item id")],
+        "responses": {"200": _json(_ref("Job")), "401": _error("not logged in"),
+                      "404": _error("no such job")}}},
+}
+
+
+def document(server_version="1"):
+    """Return the OpenAPI document."""
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "Winnow", "version": server_version,
+                 "description": "Classify images with the active model; the cleaner's lists "
+                                "for admins (log in on /login: the session cookie)."},
+        "paths": PATHS,
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {"session": {"type": "apiKey", "in": "cookie",
+                                            "name": "session"}}},
+    }
