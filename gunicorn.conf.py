@@ -8,8 +8,18 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 bind = os.environ.get("WINNOW_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("WINNOW_WORKERS", multiprocessing.cpu_count()))
+# Threads, not sync workers: a sync worker is held for the whole of a /classify-url fetch (up to
+# WINNOW_FETCH_DEADLINE), so a few anonymous requests at a slow upstream took every worker and
+# /healthz timed out (bench/hostile.py). With threads a fetch holds one thread, and at most
+# WINNOW_FETCH_CONCURRENCY (4) of them per process (past it, 503), so keep WINNOW_THREADS above
+# that cap: the other threads keep answering /healthz, /api/classify and the admin pages.
+# Inference is thread-safe (torch under inference_mode, one ONNX Runtime session per process),
+# each request opens its own SQLite connection, and torch keeps the worker's share of the cores
+# as intra-op threads (post_fork): concurrent inferences in one worker share those cores.
+worker_class = "gthread"
+threads = int(os.environ.get("WINNOW_THREADS", 8))
 preload_app = True  # load the learner once, before forking: workers share its weights
-timeout = 120  # a slow upstream URL must not get a worker killed
+timeout = 120  # restarts a hung worker only: the gthread loop heartbeats whatever threads wait on
 graceful_timeout = 30
 max_requests = 1000
 max_requests_jitter = 100

@@ -1,18 +1,22 @@
 """Retraining jobs: started on the admin page, watched, cancelled, failed, killed, one at a time."""
 import os
+import random
 import re
 import signal
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from tests.conftest import AdminSession, make_app
+from tests.pictures import jpeg, tinted
 from tests.test_jobs import wait_for
 from webapp.cleaning import scoring
 from webapp.dataset.manifest import CLEANED_CSV
+from webapp.dataset.store import Dataset
 from webapp.jobs import runner as jobs
-from webapp.model import registry
+from webapp.model import registry, training
 from webapp.model.training import TrainOptions
 from webapp.web import forms
 
@@ -133,7 +137,6 @@ def test_cancel_stops_fastai_cleanly_and_leaves_no_version(trained_copy):
 
 def test_cancel_while_scoring_takes_the_new_version_away_again(trained_copy, monkeypatch):
     from tests.test_app import second_version
-    from webapp.model import training
 
     data_dir, v1, metrics = trained_copy
     made = []
@@ -204,3 +207,24 @@ def test_starting_a_training_needs_a_login_and_the_form_token(app, client, admin
     anonymous = app.test_client()
     assert anonymous.post("/admin/train", data=TINY).status_code in (302, 400)
     assert jobs.recent(app.config["DATA_DIR"]) == []
+
+
+def test_training_reads_cleaned_csv_as_the_store_has_it(trained_copy, monkeypatch):
+    """A job killed mid-import leaves cleaned.csv behind the store; training catches it up."""
+    data_dir, _, _ = trained_copy
+    ds = Dataset(data_dir)
+    label = ds.class_names()[0]
+    added = ds.add_image(jpeg(tinted(label, random.Random(99))), label=label, write_csv=False)
+    path = ds.image(added.image_id)["path"]
+    ds.close()
+    assert path not in (data_dir / CLEANED_CSV).read_text()  # behind the store
+    seen = []
+
+    def refuse_after_reading(data_dir, opts, **kwargs):
+        seen.append((Path(data_dir) / CLEANED_CSV).read_text())
+        raise training.TrainingRefused("seen enough")
+
+    monkeypatch.setattr(training, "train", refuse_after_reading)
+    job = jobs.run_here(data_dir, "train", tiny_params())
+    assert job["status"] == "failed" and "seen enough" in job["message"]
+    assert path in seen[0]

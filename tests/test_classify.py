@@ -107,14 +107,15 @@ def test_classify_url_errors(url_client, httpserver):
                                                          content_type="text/html")
     httpserver.expect_request("/huge").respond_with_data(b"x" * 200_000)
     httpserver.expect_request("/slow").respond_with_response(Response(trickle()))
+    # A stranger reads generic sentences; an admin the details (tests/test_small_hardening.py).
     cases = {
         "": (400, "give the image's address"),
-        "http://10.0.0.1/cat.jpg": (400, "private or reserved"),
+        "http://10.0.0.1/cat.jpg": (400, "cannot be fetched from here"),
         "file:///etc/passwd": (400, "only http and https"),
-        httpserver.url_for("/gone"): (502, "HTTP 404"),
+        httpserver.url_for("/gone"): (502, "did not give an image"),
         httpserver.url_for("/page"): (400, "not a usable image"),
-        httpserver.url_for("/huge"): (413, "larger than"),
-        httpserver.url_for("/slow"): (504, "longer than"),
+        httpserver.url_for("/huge"): (413, "too large"),
+        httpserver.url_for("/slow"): (504, "did not answer in time"),
     }
     for url, (code, message) in cases.items():
         r = client.get("/classify-url", query_string={"url": url})

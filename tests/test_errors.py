@@ -14,8 +14,9 @@ from webapp.model.registry import ModelError
 from webapp.model.serving import NoModel
 from webapp.web import errors
 
-# Exceptions that never reach a request: they stop a job or a fit from inside.
-INTERNAL = {"Cancelled", "TrainingCancelled"}
+# Exceptions that never reach a request: they stop a job or a fit from inside, or they belong to
+# a terminal command (backup and restore run from the CLI only).
+INTERNAL = {"Cancelled", "Stopped", "TrainingCancelled", "BackupError"}
 
 
 def domain_errors():

@@ -1,5 +1,6 @@
 """gunicorn as deployed: two preloaded workers answer every request, and swap models live."""
 import concurrent.futures
+import contextlib
 import json
 import os
 import random
@@ -7,7 +8,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -32,35 +36,43 @@ def get_json(url, data=None, timeout=15):
         return r.status, json.loads(r.read())
 
 
-@pytest.fixture
-def gunicorn(trained_copy, tmp_path):
-    data_dir, version, _ = trained_copy
+@contextlib.contextmanager
+def serving(data_dir, log_path, **env):
+    """Run gunicorn with the project's gunicorn.conf.py on a free port; yield its base URL."""
     port = free_port()
     env = {**os.environ, "WINNOW_DATA_DIR": str(data_dir), "WINNOW_BIND": f"127.0.0.1:{port}",
-           "WINNOW_WORKERS": "2", "WINNOW_ADMIN_PASSWORD": "pw"}
-    log = open(tmp_path / "gunicorn.log", "w")
+           "WINNOW_WORKERS": "2", "WINNOW_ADMIN_PASSWORD": "pw", **env}
+    log = open(log_path, "w")
     command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
     proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            if get_json(base + "/readyz", timeout=2)[0] == 200:
-                break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            log_text = (tmp_path / "gunicorn.log").read_text()
-            pytest.fail("gunicorn did not become ready:\n" + log_text)
-        time.sleep(0.5)
-    yield base, data_dir, version
-    proc.send_signal(signal.SIGTERM)
     try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if get_json(base + "/readyz", timeout=2)[0] == 200:
+                    break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("gunicorn did not become ready:\n" + Path(log_path).read_text())
+            time.sleep(0.5)
+        yield base
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        log.close()
+
+
+@pytest.fixture
+def gunicorn(trained_copy, tmp_path):
+    data_dir, version, _ = trained_copy
+    with serving(data_dir, tmp_path / "gunicorn.log") as base:
+        yield base, data_dir, version
 
 
 def test_two_workers_answer_200_requests_and_swap_models_under_load(gunicorn):
@@ -97,3 +109,70 @@ def test_metrics_add_up_across_workers(gunicorn):
     serving = [ln for ln in text.splitlines()
                if ln.startswith("winnow_active_model{") and ln.endswith(" 1.0")]
     assert 1 <= len(serving) <= 2 and all(f'version="{version}"' in ln for ln in serving)
+
+
+@contextlib.contextmanager
+def slow_upstream():
+    """A server on 127.0.0.1 that answers every request one byte a second; yield its URL."""
+    response = b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: 9999\r\n\r\n"
+    stop = threading.Event()
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+
+    def trickle(conn):
+        with conn:
+            try:
+                conn.recv(65536)
+                for i in range(len(response)):
+                    if stop.wait(1.0 if i else 0):
+                        return
+                    conn.sendall(response[i:i + 1])
+            except OSError:
+                pass  # the fetch gave up at its deadline
+
+    def accept():
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=trickle, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}/slow.jpg"
+    finally:
+        stop.set()
+        thread.join(5)
+        server.close()
+
+
+def test_healthz_answers_while_slow_upstreams_hold_classify_url(trained_copy, tmp_path):
+    data_dir, _, _ = trained_copy
+    env = {"WINNOW_FETCH_ALLOW_NETS": "127.0.0.0/8", "WINNOW_FETCH_DEADLINE": "4"}
+    with slow_upstream() as url, serving(data_dir, tmp_path / "gunicorn.log", **env) as base:
+        target = base + "/classify-url?url=" + urllib.parse.quote(url, safe="")
+
+        def classify_url():
+            try:
+                with urllib.request.urlopen(target, timeout=20) as r:
+                    return r.status
+            except urllib.error.HTTPError as e:
+                return e.code
+
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            slow = [pool.submit(classify_url) for _ in range(2)]
+            time.sleep(1)  # both fetches are trickling now
+            waits = []
+            for _ in range(5):
+                started = time.monotonic()
+                try:
+                    status = get_json(base + "/healthz", timeout=1)[0]
+                except OSError as e:
+                    status = repr(e)
+                waits.append((status, round(time.monotonic() - started, 2)))
+                time.sleep(0.3)
+            statuses = [f.result() for f in slow]
+    assert all(status == 200 and s < 1 for status, s in waits), waits
+    assert statuses == [504, 504]  # the fetch deadline, not the client, ended them

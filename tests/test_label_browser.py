@@ -46,8 +46,9 @@ def test_an_admin_builds_a_two_class_dataset_in_the_browser(browser, tmp_path):
         page.click("text=Upload pictures")
         page.set_input_files("#files", [str(f) for f in files])
         page.click("#upload-form button[type=submit]")
+        # Arrow functions: the app's CSP refuses the eval Playwright polls a bare expression with.
         page.wait_for_function(
-            "document.getElementById('upload-summary').textContent.includes('stored 4')")
+            "() => document.getElementById('upload-summary').textContent.includes('stored 4')")
         assert page.locator("#upload-results tr.stored").count() == 4
         assert page.locator("#upload-progress").evaluate("el => el.value") == 4
         page.screenshot(path=str(ARTIFACTS / "label-upload.png"), full_page=True)
@@ -77,7 +78,8 @@ def test_an_admin_builds_a_two_class_dataset_in_the_browser(browser, tmp_path):
         page.click("#urls-form button[type=submit]")
         page.wait_for_url("**/label/imports/*")
         page.wait_for_selector(".job-status:text('succeeded')", timeout=30_000)
-        page.wait_for_function("document.querySelectorAll('#import-items tbody tr').length === 3")
+        page.wait_for_function(
+            "() => document.querySelectorAll('#import-items tbody tr').length === 3")
         assert page.locator("#import-items tr.stored").count() == 2
         assert "HTTP 404" in page.text_content("#import-items tr.failed")
         assert page.locator("#import-items tr.stored a.image-link").count() == 2

@@ -31,7 +31,8 @@ LAYER_EXCEPTIONS: dict[tuple[str, str], str] = {}
 # R2. HTTP frameworks (and every flask_* package) at the edge; click in the CLI only.
 FRAMEWORKS = {"flask", "werkzeug", "wtforms"}
 FRAMEWORK_HOMES = ("webapp/web/", "webapp/app.py")
-CLI_MODULES = {"webapp/web/cli.py", "webapp/web/cli_score.py", "webapp/web/terminal.py"}
+CLI_MODULES = {"webapp/web/cli.py", "webapp/web/cli_score.py", "webapp/web/cli_backup.py",
+               "webapp/web/terminal.py"}
 
 # R3. The runner's names that only webapp/jobs may touch.
 RUNNER, JOB_NAMES = "webapp.jobs.runner", {"Job", "Cancelled"}

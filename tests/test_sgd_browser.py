@@ -33,8 +33,9 @@ def test_the_fit_animates_and_a_rate_too_high_is_explained(browser, live_url):
 
     page.fill("#sgd-lr", "2")  # ten times the lesson's rate here
     page.click("button[type=submit]")
-    page.wait_for_function(
-        "document.getElementById('sgd-status').textContent.includes('learning rate is too high')")
+    page.wait_for_function(  # a function: the CSP refuses the eval a bare expression is polled by
+        "() => document.getElementById('sgd-status').textContent"
+        ".includes('learning rate is too high')")
     assert "diverged" in page.get_attribute("#sgd-status", "class")
     assert "lr=2" in page.get_attribute("#sgd-gif", "href") and "lr=2" in page.url
     page.wait_for_selector("#sgd-canvas[data-done]", timeout=15000)

@@ -1,14 +1,17 @@
 """The app factory: config, the data dir, extensions, blueprints and the shared learner."""
 import fcntl
+import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from webapp import config
 from webapp.core import files
 from webapp.core.processes import ROOT
-from webapp.web import auth, cli, cli_score, errors, metrics, resources
+from webapp.web import auth, cli, cli_backup, cli_score, errors, headers, metrics, resources
 from webapp.web.views import admin, classify, clean, jobs, label, main, media, sgd
 
 
@@ -37,6 +40,16 @@ def _replace_blank_key(path):
     return key
 
 
+def _make_data_dir(path, logger):
+    """Create the data dir, and keep it to Winnow's user: it holds the secret key and the store."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        if path.stat().st_uid == os.getuid():  # a dir the operator's root made is theirs to set
+            path.chmod(0o700)
+    except OSError as e:  # a read-only mount: its modes are the operator's choice
+        logger.warning("could not make the data directory private (0700): %s", e)
+
+
 def create_app(test_config=None):
     """Create the Winnow app: config, data dir, extensions, blueprints, the shared learner."""
     app = Flask(__name__, instance_relative_config=True,
@@ -45,10 +58,14 @@ def create_app(test_config=None):
     if test_config:
         app.config.from_mapping(test_config)
     app.config["DATA_DIR"] = str(Path(app.config["DATA_DIR"] or app.instance_path).resolve())
-    Path(app.config["DATA_DIR"]).mkdir(parents=True, exist_ok=True)
+    _make_data_dir(Path(app.config["DATA_DIR"]), app.logger)
     app.config["SECRET_KEY"] = app.config["SECRET_KEY"] or _secret_key(app.config["DATA_DIR"])
+    app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(hours=app.config["SESSION_HOURS"])
+    hops = app.config["TRUSTED_PROXIES"]
+    if hops > 0:  # the client's address and scheme come from the proxies' headers
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
 
-    for extension in (metrics, resources, errors, auth, cli, cli_score):
+    for extension in (metrics, resources, errors, headers, auth, cli, cli_score, cli_backup):
         extension.init_app(app)
     for view in (main, classify, admin, sgd, jobs, media, label, clean):
         app.register_blueprint(view.bp)

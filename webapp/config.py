@@ -35,10 +35,24 @@ def from_environment():
         "ZIP_MAX_ENTRIES": _int("WINNOW_ZIP_MAX_ENTRIES", uploads.MAX_ZIP_ENTRIES),
         "ZIP_MAX_BYTES": _int("WINNOW_ZIP_MAX_BYTES", uploads.MAX_ZIP_BYTES),
         "LOGIN_RATE_LIMIT": os.environ.get("WINNOW_LOGIN_RATE_LIMIT", "10 per minute"),
+        # An admin login lasts this long from the moment of logging in, however busy it is.
+        "SESSION_HOURS": _float("WINNOW_SESSION_HOURS", 12),
+        "SESSION_REFRESH_EACH_REQUEST": False,
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        # "1": always Secure (TLS ends at a proxy that sends no X-Forwarded-Proto); otherwise
+        # the session cookie is Secure whenever the request came over HTTPS (web/auth.py).
+        "SESSION_COOKIE_SECURE": os.environ.get("WINNOW_SECURE_COOKIES", "auto") == "1",
+        # Reverse proxies in front of the app whose X-Forwarded-* headers are believed.
+        "TRUSTED_PROXIES": _int("WINNOW_TRUSTED_PROXIES", 0),
         # Private networks that server-side fetching may reach (intranets, tests): "a/b,c/d".
         "FETCH_ALLOW_NETS": os.environ.get("WINNOW_FETCH_ALLOW_NETS", ""),
         "FETCH_MAX_BYTES": _int("WINNOW_FETCH_MAX_BYTES", fetch.Limits.max_bytes),
         "FETCH_DEADLINE": _float("WINNOW_FETCH_DEADLINE", fetch.Limits.deadline),
+        # Fetches from web requests in flight at once in one process; past it, 503 at once.
+        "FETCH_CONCURRENCY": _int("WINNOW_FETCH_CONCURRENCY", 4),
+        # Networks that may read /metrics: "a/b,c/d"; empty means every client.
+        "METRICS_ALLOW_NETS": os.environ.get("WINNOW_METRICS_ALLOW_NETS", ""),
         # Load the active model when the app is created (the serving default).
         "LOAD_MODEL": os.environ.get("WINNOW_LOAD_MODEL", "1") != "0",
         # Never try to download ImageNet weights (an offline machine): train from scratch.

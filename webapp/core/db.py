@@ -1,5 +1,6 @@
 """SQLite connections to the data directory's store (WAL mode)."""
 import contextlib
+import os
 import sqlite3
 from importlib import resources
 from pathlib import Path
@@ -11,6 +12,10 @@ _created = set()  # stores whose tables this process has made sure of
 def connect(data_dir):
     """Open the store in `data_dir`, creating its tables on first use."""
     path = (Path(data_dir) / DB_NAME).resolve()
+    if not path.exists():
+        # SQLite would create it with the umask's mode (often world-readable); created 0600 it
+        # stays private, and SQLite gives its -wal and -shm files the database file's mode.
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
     conn = sqlite3.connect(path, timeout=30, isolation_level=None)
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA journal_mode=WAL")
@@ -25,7 +30,8 @@ def connect(data_dir):
 
 # Columns added after the first release: (table, column, type). Stores made before them get
 # them on first connection; schema.sql has them for new stores.
-ADDED_COLUMNS = [("events", "change_id", "INTEGER"), ("events", "undoes", "INTEGER")]
+ADDED_COLUMNS = [("events", "change_id", "INTEGER"), ("events", "undoes", "INTEGER"),
+                 ("jobs", "cancel_requested", "REAL")]
 
 
 def _migrate(conn):

@@ -66,7 +66,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     message       TEXT,
     detail        TEXT,                      -- JSON: latest losses, counts
     result        TEXT,                      -- JSON
-    cancel        INTEGER NOT NULL DEFAULT 0
+    cancel        INTEGER NOT NULL DEFAULT 0,
+    cancel_requested REAL                    -- when Cancel was first asked: the grace starts
 );
 CREATE INDEX IF NOT EXISTS jobs_active ON jobs(status) WHERE status IN ('queued', 'running');
 

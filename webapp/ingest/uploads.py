@@ -12,6 +12,7 @@ import re
 import secrets
 import shutil
 import stat
+import struct
 import time
 import zipfile
 import zlib
@@ -28,6 +29,12 @@ MAX_ZIP_BYTES = 2 * 1024 ** 3  # uncompressed, all entries together
 STAGING, STASH, ZIP_NAME = "incoming", "stash", "upload.zip"
 KEEP_SECONDS = 24 * 3600  # abandoned staging folders and stashed pictures go after a day
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# A zip's end records and central directory entries (APPNOTE 4.3.12-16), read before zipfile is
+# let near the file: its ZipFile builds an object for every entry the central directory holds.
+END = struct.Struct("<4s4H2LH")
+END64_LOCATOR = struct.Struct("<4sLQL")
+END64 = struct.Struct("<4sQ2H2L4Q")
+CENTRAL = struct.Struct("<4s4B4HL2L5H2L")
 
 
 class UploadRefused(ValueError):
@@ -78,7 +85,7 @@ def stage_zip(data_dir, save, max_entries=MAX_ZIP_ENTRIES, max_bytes=MAX_ZIP_BYT
     token, folder = _new_staging(data_dir)
     try:
         save(folder / ZIP_NAME)
-        with _open_zip(folder / ZIP_NAME) as zf:
+        with _open_zip(folder / ZIP_NAME, max_entries) as zf:
             zip_entries(zf, None, max_entries, max_bytes)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
@@ -86,11 +93,77 @@ def stage_zip(data_dir, save, max_entries=MAX_ZIP_ENTRIES, max_bytes=MAX_ZIP_BYT
     return token
 
 
-def _open_zip(path):
+def _open_zip(path, max_entries):
     try:
+        _count_entries(path, max_entries)
         return zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError):
         raise UploadRefused("that file is not a zip archive (or it is damaged)") from None
+
+
+def _too_many_files(count, max_entries):
+    return UploadRefused(f"the zip has {count} files; at most {max_entries} are taken at once")
+
+
+def _count_entries(path, max_entries):
+    """Refuse a zip over the entry cap from its end records and central directory alone.
+
+    zipfile trusts neither the count the end record claims nor a cap: it parses every record the
+    central directory's size holds. So the records are walked here, cheaply, up to twice the cap
+    and one (room for a folder entry beside each file, and one around them all), and the files
+    among them counted.
+    """
+    with open(path, "rb") as f:
+        claimed, start, size = _central_directory(f)
+        most = 2 * max_entries + 1
+        if claimed > most:
+            raise UploadRefused(f"the zip has {claimed} entries; at most {max_entries} files "
+                                "are taken at once")
+        f.seek(start)
+        files = records = walked = 0
+        while walked < size:
+            header = f.read(CENTRAL.size)
+            if len(header) < CENTRAL.size or header[:4] != b"PK\x01\x02":
+                raise zipfile.BadZipFile("bad central directory entry")
+            name_len, extra_len, comment_len = CENTRAL.unpack(header)[12:15]
+            files += not f.read(name_len).endswith(b"/")
+            f.seek(extra_len + comment_len, 1)
+            walked += CENTRAL.size + name_len + extra_len + comment_len
+            records += 1
+            if records > most:
+                raise UploadRefused(f"the zip has more than {most} entries; at most "
+                                    f"{max_entries} files are taken at once")
+    if files > max_entries:
+        raise _too_many_files(files, max_entries)
+
+
+def _central_directory(f):
+    """Return a zip's (entries claimed, central directory start, its size), ZIP64 or not."""
+    f.seek(0, 2)
+    length = f.tell()
+    tail_start = max(0, length - END.size - 0xFFFF)  # the record, then a comment of up to 64 KiB
+    f.seek(tail_start)
+    tail = f.read()
+    # Where zipfile looks: right at the end (no comment), else the last signature in the tail.
+    at = len(tail) - END.size
+    if at < 0 or tail[at:at + 4] != b"PK\x05\x06" or tail[-2:] != b"\0\0":
+        at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) - at < END.size:
+        raise zipfile.BadZipFile("no end of central directory record")
+    claimed, size = END.unpack_from(tail, at)[4:6]
+    end = tail_start + at
+    if end >= END64_LOCATOR.size:
+        f.seek(end - END64_LOCATOR.size)
+        if f.read(4) == b"PK\x06\x07":  # ZIP64: the counts are in the record before the locator
+            end -= END64_LOCATOR.size + END64.size
+            f.seek(max(end, 0))
+            record = f.read(END64.size)
+            if end < 0 or len(record) < END64.size or record[:4] != b"PK\x06\x06":
+                raise zipfile.BadZipFile("bad ZIP64 end of central directory record")
+            claimed, size = END64.unpack(record)[7:9]
+    if size > end:
+        raise zipfile.BadZipFile("the central directory overlaps the start of the file")
+    return claimed, end - size, size
 
 
 def _safe_parts(name):
@@ -119,8 +192,7 @@ def zip_entries(zf, default_label=None, max_entries=MAX_ZIP_ENTRIES, max_bytes=M
     """
     infos = [i for i in zf.infolist() if not i.is_dir()]
     if len(infos) > max_entries:
-        raise UploadRefused(f"the zip has {len(infos)} files; at most {max_entries} are taken "
-                            "at once")
+        raise _too_many_files(len(infos), max_entries)
     declared = sum(i.file_size for i in infos)
     if declared > max_bytes:
         raise UploadRefused(f"the zip unpacks to {declared / 1e6:.0f} MB; at most "
@@ -226,7 +298,7 @@ def import_staged(dataset, token, label=None, actor="admin", max_entries=MAX_ZIP
 
     try:
         if (folder / ZIP_NAME).exists():
-            with _open_zip(folder / ZIP_NAME) as zf:
+            with _open_zip(folder / ZIP_NAME, max_entries) as zf:
                 run(zip_entries(zf, label, max_entries, max_bytes),
                     _zip_reader(zf, max_bytes), "zip")
         else:

@@ -7,6 +7,12 @@ checks for cancellation, and returns a result. A heartbeat thread keeps the row 
 job whose process is gone or whose heartbeat is stale is marked failed (`reap`), its log kept
 in `jobs/<id>.log` under the data directory.
 
+Cancel sets a flag the job checks at its next step. A job process that has not stopped
+CANCEL_GRACE_SECONDS after Cancel (stuck in a slow fetch) is sent SIGTERM, which raises `Stopped`
+inside it so its cleanup runs, and SIGKILL KILL_GRACE_SECONDS later; either way it ends
+cancelled, and what it had finished stays. Only a process that is still the job's own (its
+command line names this module, its data directory and its id) is ever signalled.
+
 Runners are named by import path so this module stays light: `RUNNERS[kind] = "module:function"`,
 called as `function(job)`.
 """
@@ -14,6 +20,7 @@ import datetime as dt
 import importlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -22,6 +29,7 @@ import traceback
 from pathlib import Path
 
 from webapp.core import db, processes
+from webapp.dataset.store import Dataset
 
 RUNNERS = {
     "download": "webapp.jobs.kinds:download",
@@ -34,6 +42,9 @@ RUNNERS = {
 GROUPS = {"train": "model", "score": "model", "suggest": "model"}
 HEARTBEAT_SECONDS = 1.0
 STALE_SECONDS = 10.0  # a running job not heard from for this long is dead
+CANCEL_GRACE_SECONDS = 5.0  # a job still running this long after Cancel is sent SIGTERM...
+KILL_GRACE_SECONDS = 3.0  # ...and SIGKILL this much later if SIGTERM did not end it
+MODULE = "webapp.jobs.runner"  # a job process's command line names it: see _is_job_process
 ACTIVE = ("queued", "running")
 FINISHED = ("succeeded", "failed", "cancelled")
 
@@ -48,6 +59,10 @@ class JobRefused(Exception):
 
 class Cancelled(Exception):
     """Raised inside a runner when the job's cancel flag is set."""
+
+
+class Stopped(Cancelled):
+    """Raised inside a job process by SIGTERM: it was cancelled and did not stop in time."""
 
 
 def _now():
@@ -97,8 +112,7 @@ def start(data_dir, kind, params, actor="admin"):
     with open(path, "ab") as log:
         try:
             proc = subprocess.Popen(
-                processes.module_command("webapp.jobs.runner", Path(data_dir).resolve(), job_id,
-                                         RUNNERS[kind]),
+                processes.module_command(MODULE, Path(data_dir).resolve(), job_id, RUNNERS[kind]),
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 cwd=processes.ROOT, env=env, start_new_session=True)
         except OSError as e:
@@ -226,6 +240,9 @@ def execute(data_dir, job_id, on_update=None, runner=None):
     try:
         job.log(f"job {job_id}: {job.kind} {json.dumps(job.params)}")
         result = _runner(runner or RUNNERS[job.kind])(job)
+    except Stopped:
+        job.log("stopped by SIGTERM after not responding to cancel")
+        _finish(job._conn, job_id, "cancelled", _stopped_message(job._conn, job_id, "interrupted"))
     except Cancelled:
         job.log("cancelled")
         _finish(job._conn, job_id, "cancelled", "Cancelled; nothing it had finished was lost.")
@@ -251,36 +268,111 @@ def cancel(data_dir, job_id):
         row = conn.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is None or row["status"] not in ACTIVE:
             return False
-        conn.execute("UPDATE jobs SET cancel = 1 WHERE id = ?", (job_id,))
-        return True
+        conn.execute("UPDATE jobs SET cancel = 1, cancel_requested = COALESCE(cancel_requested, ?) "
+                     "WHERE id = ?", (_now(), job_id))
+        if row["status"] == "queued":  # its process, if one is starting, finds it taken and exits
+            _finish(conn, job_id, "cancelled", "Cancelled before it started.")
+            return True
+    # Escalate even when no page is polling: this thread reaps until the job has stopped.
+    threading.Thread(target=_watch_cancel, args=(data_dir, job_id), daemon=True).start()
+    return True
+
+
+def _watch_cancel(data_dir, job_id):
+    """Reap every half second until a cancelled job has ended (or long after it should have)."""
+    deadline = time.monotonic() + CANCEL_GRACE_SECONDS + KILL_GRACE_SECONDS + STALE_SECONDS
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        with db.session(data_dir) as conn:
+            with db.transaction(conn):
+                _reap(conn)
+            row = conn.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None or row["status"] not in ACTIVE:
+            return
+
+
+def _stopped_message(conn, job_id, how):
+    row = conn.execute("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    waited = _now() - (row["cancel_requested"] or _now())
+    return (f"Stopped: it did not respond to Cancel for {waited:.0f} s, so it was {how}. "
+            "What it had finished stays (its items below, the images it stored).")
 
 
 def _alive(pid):
     if not pid:
         return True  # not started yet: only the heartbeat can tell
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    return processes.pid_alive(pid)  # a child that exited but is not reaped (a zombie) is dead
+
+
+def _is_job_process(pid, data_dir, job_id):
+    """Tell whether `pid` is still this job's own process, leading the group start() gave it.
+
+    A foreground job (the CLI's run_here) and a pid reused by another process after the job
+    died both fail this, so they are never signalled.
+    """
+    if not pid:
         return False
-    except PermissionError:
-        return True
-    try:  # a child that exited but is not reaped yet is a zombie: dead
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().decode("utf-8", "replace").split("\0")
+        leader = os.getpgid(pid) == pid
     except OSError:
-        return True
+        return False
+    expected = [MODULE, str(Path(data_dir).resolve()), str(job_id)]
+    return leader and any(argv[i:i + 3] == expected for i in range(len(argv)))
+
+
+def _signal_group(pid, sig):
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass  # gone already, or not ours after all: nothing to stop
+
+
+def _catch_up_csv(data_dir, params):
+    """Rewrite cleaned.csv from the store for a job that died before its own rewrite; say so."""
+    if "store" not in params:  # kinds that write the dataset carry its settings (kinds._dataset)
+        return ""
+    try:
+        dataset = Dataset.from_config({**params["store"], "DATA_DIR": data_dir})
+        try:
+            dataset.write_cleaned_csv()
+        finally:
+            dataset.close()
+    except Exception as e:  # the row must still be finished; the next rewrite catches up
+        return (f" cleaned.csv could not be rewritten ({type(e).__name__}: {e}); "
+                "the next change rewrites it.")
+    return " cleaned.csv was rewritten from the store."
 
 
 def _reap(conn):
-    """Mark active jobs whose process is gone or silent as failed."""
+    """Stop cancelled jobs that ignore the flag; mark jobs whose process is gone or silent."""
     now = _now()
-    active = "SELECT id, pid, heartbeat FROM jobs WHERE status IN ('queued', 'running')"
-    for row in conn.execute(active):
+    data_dir = Path(conn.execute("PRAGMA database_list").fetchone()["file"]).parent
+    active = conn.execute("SELECT id, pid, heartbeat, params, cancel_requested FROM jobs "
+                          "WHERE status IN ('queued', 'running')").fetchall()
+    for row in active:
+        asked = row["cancel_requested"]
+        if (asked and now - asked > CANCEL_GRACE_SECONDS
+                and _is_job_process(row["pid"], data_dir, row["id"])):
+            late = now - asked > CANCEL_GRACE_SECONDS + KILL_GRACE_SECONDS
+            _signal_group(row["pid"], signal.SIGKILL if late else signal.SIGTERM)
         silent = now - (row["heartbeat"] or 0) > STALE_SECONDS
-        if silent or not _alive(row["pid"]):
+        if not silent and _alive(row["pid"]):
+            continue
+        # Its own `finally` (the download's cleaned.csv rewrite) may not have run: the store is
+        # the truth, so cleaned.csv is rebuilt from it now.
+        csv_note = _catch_up_csv(data_dir, json.loads(row["params"]))
+        if asked and now - asked > CANCEL_GRACE_SECONDS:  # signalled above (or on a past look)
+            _finish(conn, row["id"], "cancelled",
+                    _stopped_message(conn, row["id"], "killed") + csv_note)
+        elif asked:
+            _finish(conn, row["id"], "cancelled", "Cancelled; its process ended before it "
+                    "finished. What it had finished stays." + csv_note)
+        else:
             _finish(conn, row["id"], "failed",
                     "The job's process stopped without finishing (killed, or out of memory); "
-                    "see its log. Nothing it had not finished was changed.")
+                    "see its log. Nothing it had not finished was changed." + csv_note)
 
 
 def reap(data_dir):
@@ -376,7 +468,18 @@ def read_log(data_dir, job_id, tail=20000):
 def main(argv):
     data_dir, job_id, runner = argv[0], int(argv[1]), argv[2]
     os.nice(5)
+    signal.signal(signal.SIGTERM, _stop)
     execute(data_dir, job_id, runner=runner)
+    # Worker threads stuck in a slow fetch would hold up the interpreter's exit; the row is final.
+    sys.stdout.flush()
+    os._exit(0)
+
+
+def _stop(signum, frame):
+    """Turn the reaper's SIGTERM into Stopped, so the runner's cleanup (`finally`) runs."""
+    # One unwinding at a time: a second SIGTERM must not cut the cleanup short (SIGKILL may).
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Stopped("stopped after not responding to cancel")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ end: a failure or a cancel anywhere leaves the served model as it was and no new
 import time
 
 from webapp.cleaning import scoring
+from webapp.dataset.store import Dataset
 from webapp.jobs import runner as jobs
 from webapp.model import diagnosis, registry, training
 
@@ -67,6 +68,12 @@ def last_epoch_detail(last_epoch):
 def run_job(job):
     """Train a version, score every labeled image with it, then activate it (unless told not to)."""
     opts = training.TrainOptions.from_params(job.params)
+    # cleaned.csv from the store first: a job killed mid-import may have left it behind the store.
+    dataset = Dataset(job.data_dir)
+    try:
+        dataset.write_cleaned_csv()
+    finally:
+        dataset.close()
     try:
         version, metrics = training.train(job.data_dir, opts, on_progress=Progress(job),
                                           log=job.log, should_stop=lambda: job.cancelled)

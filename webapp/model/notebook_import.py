@@ -2,18 +2,21 @@
 
 export.pkl is a pickle, and unpickling runs whatever code it names: it must come from someone
 the admin trusts. The app never unpickles an upload in a web worker. It saves the file into a
-new version folder and loads it in a separate Python process (`python -m
-webapp.model.notebook_import PATH`), which answers with the classes, the input size and a test
-prediction (checked against `learn.predict`), or with the reason it cannot serve it. Only then is
-the version recorded, with its sha256 and provenance "imported"; activating it is the admin's
-next, separate step.
+new version folder and loads a copy in a separate Python process (`python -m
+webapp.model.notebook_import export.pkl`), sandboxed by `core.sandbox`: no Winnow settings in
+its environment, an empty working directory, resource limits, and the uid of `nobody` when Winnow
+runs as root, so a malicious pickle cannot read the admin password, secret_key or the database.
+The checker answers with the classes, the input size and a test prediction (checked against
+`learn.predict`), or with the reason it cannot serve it. Only then is the version recorded, with
+its sha256 and provenance "imported"; activating it is the admin's next, separate step.
 """
 import json
 import shutil
+import signal
 import subprocess
 import sys
 
-from webapp.core import processes
+from webapp.core import processes, sandbox
 from webapp.core.files import file_sha256
 from webapp.model import registry
 from webapp.model.classifier import Classifier
@@ -56,25 +59,36 @@ def import_export_pkl(data_dir, stream, filename, actor="admin", timeout=CHECK_T
 
 
 def check_in_subprocess(path, timeout=CHECK_TIMEOUT):
-    """Load an export.pkl in a separate process; return what it found, or raise ImportRefused."""
-    env = processes.child_env(OMP_NUM_THREADS="1")
+    """Load an export.pkl in a sandboxed process; return what it found, or raise ImportRefused."""
     try:
-        proc = subprocess.run(processes.module_command("webapp.model.notebook_import", path),
-                              cwd=processes.ROOT, env=env, capture_output=True, text=True,
-                              timeout=timeout, stdin=subprocess.DEVNULL)
+        with sandbox.workdir(path) as work:
+            argv = processes.module_command("webapp.model.notebook_import", path.name)
+            proc = sandbox.run_sandboxed(argv, work, timeout)
     except subprocess.TimeoutExpired:
         raise ImportRefused(
             f"loading the file took longer than {timeout} s; not imported") from None
+    except PermissionError as e:
+        raise ImportRefused(f"the checker cannot run safely: {e}") from None
     lines = proc.stdout.strip().splitlines()
     try:
         answer = json.loads(lines[-1]) if lines else {}
     except ValueError:
         answer = {}
     if proc.returncode != 0 or "error" in answer or "classes" not in answer:
-        reason = answer.get("error") or _last_line(proc.stderr) or f"exit status {proc.returncode}"
+        reason = (answer.get("error") or _killed(proc.returncode) or _last_line(proc.stderr)
+                  or f"exit status {proc.returncode}")
         raise ImportRefused("this file is not a fastai image classifier Winnow can serve: "
                             f"{reason}")
     return answer
+
+
+def _killed(returncode):
+    if returncode >= 0:
+        return ""
+    sig = signal.Signals(-returncode)
+    why = {signal.SIGXCPU: "it used more CPU time than the check allows",
+           signal.SIGXFSZ: "it wrote a larger file than the check allows"}
+    return f"the checker was stopped by {sig.name}" + (f": {why[sig]}" if sig in why else "")
 
 
 def _last_line(text):
@@ -129,9 +143,22 @@ def inspect(path):
             "max_abs_diff": diff, "fastai": fastai.__version__, "torch": torch.__version__}
 
 
+def _import_libraries():
+    """Import, while still able to, what loading and predicting need (`nobody` may not reach it)."""
+    import encodings.latin_1  # noqa: F401  torch.load decodes with it
+
+    import fastai.vision.all  # noqa: F401  what a lesson's export.pkl names
+    import fastai.vision.core  # noqa: F401  the Classifier's path
+    import numpy  # noqa: F401
+    import PIL.Image  # noqa: F401
+    import torch  # noqa: F401
+
+
 def main(argv):
     """The checker process: print one JSON line, the description or {"error": reason}."""
     try:
+        _import_libraries()
+        sandbox.drop_privileges()  # before the first byte of the upload is read
         answer = inspect(argv[0])
     except ImportRefused as e:
         answer = {"error": str(e)}

@@ -1,6 +1,7 @@
 """The learner's model exported to ONNX and served with ONNX Runtime, when it matches torch."""
 import importlib.util
 import os
+import threading
 
 from webapp.core.files import file_sha256
 from webapp.model import registry
@@ -21,6 +22,18 @@ def export_onnx(learn, path, size):
                       dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
 
 
+def _new_session(path):
+    """Open an ONNX Runtime session with this process's torch thread count, spinning off."""
+    import onnxruntime as ort
+    import torch
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = torch.get_num_threads()
+    opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+
+
 class OnnxClassifier(Classifier):
     """The same transforms as Classifier, with the model run by ONNX Runtime."""
 
@@ -28,21 +41,17 @@ class OnnxClassifier(Classifier):
         super().__init__(learn, version)
         self.onnx_path = str(onnx_path)
         self._session, self._pid = None, None
+        self._lock = threading.Lock()  # gthread workers: the first requests may arrive together
 
     def _session_here(self):
         # ONNX Runtime's thread pool does not survive fork: one session per process, made
         # on first use (after gunicorn's post_fork has set this worker's thread count).
-        if self._pid != os.getpid():
-            import onnxruntime as ort
-            import torch
-
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = torch.get_num_threads()
-            opts.inter_op_num_threads = 1
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            self._session = ort.InferenceSession(self.onnx_path, opts,
-                                                 providers=["CPUExecutionProvider"])
-            self._pid = os.getpid()
+        if self._pid == os.getpid():
+            return self._session
+        with self._lock:
+            if self._pid != os.getpid():
+                self._session = _new_session(self.onnx_path)
+                self._pid = os.getpid()
         return self._session
 
     def _forward(self, x):

@@ -1,5 +1,5 @@
 """Terminal commands: flask --app wsgi import-folder | import-csv | export-folder | train | demo,
-and download (a URL list)."""
+download (a URL list) and set-password."""
 import click
 from flask import current_app
 from flask.cli import with_appcontext
@@ -9,7 +9,7 @@ from webapp.ingest import downloads, folders
 from webapp.jobs import runner as jobs
 from webapp.lesson import demo
 from webapp.model import registry, training
-from webapp.web import forms
+from webapp.web import auth, forms
 from webapp.web.terminal import run_in_terminal
 
 
@@ -173,8 +173,28 @@ def download_command(label, max_count, workers, url_file):
         raise click.ClickException(job["message"])
 
 
+@click.command("set-password")
+@click.option("--password-stdin", is_flag=True,
+              help="read the new password from the first line of standard input")
+@with_appcontext
+def set_password_command(password_stdin):
+    """Change the admin password and log every admin session out."""
+    if password_stdin:
+        password = click.get_text_stream("stdin").readline().rstrip("\r\n")
+    else:
+        password = click.prompt("New admin password", hide_input=True, confirmation_prompt=True)
+    if not password.strip():
+        raise click.ClickException("the password is empty")
+    auth.set_password(current_app.config["DATA_DIR"], password)
+    click.echo("Admin password changed; every admin session is logged out.")
+    if current_app.config["ADMIN_PASSWORD"]:
+        # The app stores WINNOW_ADMIN_PASSWORD whenever it starts, undoing this change.
+        click.echo("WINNOW_ADMIN_PASSWORD is set: unset it, or the next start restores it.",
+                   err=True)
+
+
 def init_app(app):
     """Register the commands."""
     for command in (import_folder_command, import_csv_command, export_folder_command,
-                    train_command, demo_command, download_command):
+                    train_command, demo_command, download_command, set_password_command):
         app.cli.add_command(command)

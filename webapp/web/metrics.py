@@ -2,6 +2,7 @@
 
 The counters are plain prometheus-client objects; only init_app touches Flask.
 """
+import ipaddress
 import os
 import time
 
@@ -15,6 +16,8 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+
+from webapp.core.fetch import parse_allow_nets
 
 REQUESTS = Counter("winnow_requests_total", "HTTP requests", ["endpoint", "status"])
 LATENCY = Histogram("winnow_request_seconds", "HTTP request latency", ["endpoint"],
@@ -43,6 +46,18 @@ def set_active_model(old, new):
         ACTIVE_MODEL.labels(new).set(1)
 
 
+def allowed(address, nets):
+    """Tell whether a client address may read /metrics: any when `nets` is empty, else in one."""
+    if not nets:
+        return True
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:  # no address (a unix socket): not a known network
+        return False
+    ip = getattr(ip, "ipv4_mapped", None) or ip  # ::ffff:10.0.0.5 is 10.0.0.5
+    return any(ip in net for net in nets)
+
+
 def exposition():
     """Return the metrics of every worker (or of this process when not under gunicorn)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -55,7 +70,9 @@ def exposition():
 
 def init_app(app):
     """Time and count every request, and serve /metrics."""
-    from flask import Response, g, request
+    from flask import Response, abort, g, request
+
+    nets = parse_allow_nets(app.config["METRICS_ALLOW_NETS"])
 
     def start():
         g.metrics_started = time.perf_counter()
@@ -67,7 +84,11 @@ def init_app(app):
             LATENCY.labels(endpoint).observe(time.perf_counter() - g.metrics_started)
         return response
 
+    def serve():
+        if not allowed(request.remote_addr, nets):
+            abort(404)  # not 403: outside the chosen networks, /metrics is not advertised
+        return Response(exposition(), mimetype=CONTENT_TYPE_LATEST)
+
     app.before_request(start)
     app.after_request(finish)
-    app.add_url_rule("/metrics", "metrics",
-                     lambda: Response(exposition(), mimetype=CONTENT_TYPE_LATEST))
+    app.add_url_rule("/metrics", "metrics", serve)

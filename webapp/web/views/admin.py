@@ -20,7 +20,7 @@ from webapp.dataset import archive
 from webapp.jobs import runner as jobs
 from webapp.model import notebook_import as model_import, registry, report, training
 from webapp.web import forms
-from webapp.web.auth import admin_required
+from webapp.web.auth import admin_required, safe_next
 from webapp.web.resources import data_dir, get_dataset, upload_cap
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -106,7 +106,7 @@ def activate(version):
         flash(str(e), "error")
         return redirect(url_for("admin.index")), 303
     flash(f"Model {version} is now active; every worker serves it within about a second.")
-    return redirect(request.form.get("next") or url_for("admin.index")), 303
+    return redirect(safe_next(request.form.get("next"), url_for("admin.index"))), 303
 
 
 @bp.route("/rollback", methods=["POST"])

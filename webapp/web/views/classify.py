@@ -21,6 +21,12 @@ def _upload_bytes():
     return request.get_data()
 
 
+def _fetch_limits():
+    """Return the web's fetch limits: the FETCH_* settings, FETCH_CONCURRENCY at a time."""
+    cfg = current_app.config
+    return fetch.Limits.from_settings(cfg, concurrency=cfg["FETCH_CONCURRENCY"])
+
+
 def _classify(classifier, data):
     """Classify untrusted bytes under the pixel cap, and count the prediction by its top class."""
     ranked, image = serving.classify_bytes(classifier, data, current_app.config["MAX_PIXELS"])
@@ -38,15 +44,15 @@ def classify_page():
     model = get_model()
     url = request.form.get("url", "").strip()
     try:
-        data = (fetch.fetch(url, fetch.Limits.from_settings(current_app.config)) if url
-                else _upload_bytes())
+        data = fetch.fetch(url, _fetch_limits()) if url else _upload_bytes()
         ranked, image = _classify(model.classifier, data)
     except serving.NoModel as e:
         return render_template("classify/index.html", model=model, error=str(e)), 503
     except fetch.FetchError as e:
         metrics.record_fetch_failure(e.kind)
+        detail = errors.fetch_error_text(e)
         page = render_template("classify/index.html", model=model, url=url,
-                               error=f"That address cannot be used: {e}.")
+                               error=f"That address cannot be used: {detail}.")
         return page, errors.FETCH_STATUS[e.kind]
     except images.ImageRejected as e:
         return render_template("classify/index.html", model=model, url=url,
@@ -82,6 +88,6 @@ def classify_url():
     classifier = get_model().classifier
     if classifier is None:
         raise serving.NoModel(serving.NO_MODEL)  # before fetching anything
-    data = fetch.fetch(url, fetch.Limits.from_settings(current_app.config))
+    data = fetch.fetch(url, _fetch_limits())
     ranked, _ = _classify(classifier, data)
     return serving.api_answer(ranked, classifier.version)

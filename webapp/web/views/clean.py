@@ -5,7 +5,7 @@ from webapp.cleaning import crossval, decisions, lists as cleaning
 from webapp.dataset.store import StoreError
 from webapp.jobs import runner as jobs
 from webapp.model import registry
-from webapp.web.auth import admin_required
+from webapp.web.auth import admin_required, safe_next
 from webapp.web.resources import data_dir, get_dataset
 
 bp = Blueprint("cleaning", __name__, url_prefix="/clean")
@@ -128,8 +128,7 @@ def label_issues_json():
 
 
 def _next_url():
-    target = request.form.get("next") or ""
-    return target if target.startswith("/") and not target.startswith("//") else url_for(".index")
+    return safe_next(request.form.get("next"), url_for(".index"))
 
 
 def _answer(message, error=False):

@@ -2,7 +2,7 @@
 from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, url_for
 
 from webapp.jobs import runner as jobs
-from webapp.web.auth import admin_required
+from webapp.web.auth import admin_required, safe_next
 from webapp.web.resources import data_dir
 
 bp = Blueprint("jobs", __name__, url_prefix="/jobs")
@@ -51,4 +51,4 @@ def cancel(job_id):
         flash(f"Asked job #{job_id} to stop; it stops at its next step.")
     else:
         flash(f"Job #{job_id} had already finished.", "error")
-    return redirect(request.form.get("next") or url_for("jobs.show", job_id=job_id)), 303
+    return redirect(safe_next(request.form.get("next"), url_for("jobs.show", job_id=job_id))), 303

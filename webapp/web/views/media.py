@@ -21,10 +21,16 @@ def image(image_id):
     size = request.args.get("size", type=int)
     ext = row["path"].rsplit(".", 1)[-1]
     if size is None and ext in thumbnails.BROWSER_FORMATS:
-        return send_file(source, mimetype=thumbnails.BROWSER_FORMATS[ext], max_age=86400)
+        return _private(send_file(source, mimetype=thumbnails.BROWSER_FORMATS[ext]))
     try:
         path = thumbnails.thumbnail(data_dir(), source, row["sha256"],
                                     size or thumbnails.SIZES[-1])
     except ValueError as e:
         abort(400, description=str(e))
-    return send_file(path, mimetype="image/jpeg", max_age=86400)
+    return _private(send_file(path, mimetype="image/jpeg"))
+
+
+def _private(response):
+    """Keep an admin's picture out of shared caches and off the disk of the browser's cache."""
+    response.headers["Cache-Control"] = "private, no-store"
+    return response
