@@ -64,13 +64,25 @@ def raising(tmp_path):
     (ModelError("there is no model version 'v'"), 404),
     (JobRefused("A train job (#3) is running", 3), 409),
     (NoModel("no model is active yet"), 503),
-    (FetchError("too_large", "the body is over 10 MB"), 413),
-    (FetchError("timeout", "the server did not answer in 20 s"), 504),
 ])
 def test_a_refusal_answers_json_with_its_status_and_words(raising, error, status):
     r = raising(error, "/boom.json")
     assert r.status_code == status
     assert r.get_json() == {"error": str(error)}
+
+
+@pytest.mark.parametrize("kind, status", [("too_large", 413), ("timeout", 504),
+                                          ("upstream", 502), ("blocked", 400)])
+def test_a_failed_fetch_answers_with_its_status(raising, kind, status):
+    r = raising(FetchError(kind, "details for the log only: 10.0.0.7"), "/boom.json")
+    assert r.status_code == status
+    assert "10.0.0.7" not in r.get_json()["error"]  # a stranger gets no internal details
+
+
+def test_a_busy_server_says_so_and_when_to_come_back(raising):
+    r = raising(FetchError("busy", "too many fetches at once; try again shortly"), "/boom.json")
+    assert r.status_code == 503 and r.headers["Retry-After"]
+    assert r.get_json() == {"error": "too many fetches at once; try again shortly"}
 
 
 def test_a_refused_change_says_nothing_was_changed(raising):
