@@ -244,6 +244,8 @@ class Server:
             "WINNOW_DATA_DIR": str(self.data_dir),
             "WINNOW_ADMIN_PASSWORD": password,
             "WINNOW_OFFLINE": "1",
+            # One client address sends it all: the per-client limit would answer 429.
+            "WINNOW_CLASSIFY_RATE_LIMIT": "1000000 per minute",
             "WINNOW_BIND": f"127.0.0.1:{self.port}",
             "WINNOW_WORKERS": str(self.workers),
             "PROMETHEUS_MULTIPROC_DIR": str(self.work / "metrics"),

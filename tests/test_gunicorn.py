@@ -41,7 +41,9 @@ def serving(data_dir, log_path, **env):
     """Run gunicorn with the project's gunicorn.conf.py on a free port; yield its base URL."""
     port = free_port()
     env = {**os.environ, "WINNOW_DATA_DIR": str(data_dir), "WINNOW_BIND": f"127.0.0.1:{port}",
-           "WINNOW_WORKERS": "2", "WINNOW_ADMIN_PASSWORD": "pw", **env}
+           "WINNOW_WORKERS": "2", "WINNOW_ADMIN_PASSWORD": "pw",
+           # Every client here is 127.0.0.1: the per-client limit would answer 429.
+           "WINNOW_CLASSIFY_RATE_LIMIT": "1000000 per minute", **env}
     log = open(log_path, "w")
     command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
     proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)

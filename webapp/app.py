@@ -11,6 +11,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from webapp import config
 from webapp.core import files
 from webapp.core.processes import ROOT
+from webapp.jobs import runner
 from webapp.web import auth, cli, cli_backup, cli_score, errors, headers, metrics, resources
 from webapp.web.views import admin, classify, clean, jobs, label, main, media, sgd
 
@@ -59,6 +60,7 @@ def create_app(test_config=None):
         app.config.from_mapping(test_config)
     app.config["DATA_DIR"] = str(Path(app.config["DATA_DIR"] or app.instance_path).resolve())
     _make_data_dir(Path(app.config["DATA_DIR"]), app.logger)
+    runner.reap(app.config["DATA_DIR"])  # a killed run's job row, pending version and tmp files
     app.config["SECRET_KEY"] = app.config["SECRET_KEY"] or _secret_key(app.config["DATA_DIR"])
     app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(hours=app.config["SESSION_HOURS"])
     hops = app.config["TRUSTED_PROXIES"]

@@ -35,6 +35,12 @@ def from_environment():
         "ZIP_MAX_ENTRIES": _int("WINNOW_ZIP_MAX_ENTRIES", uploads.MAX_ZIP_ENTRIES),
         "ZIP_MAX_BYTES": _int("WINNOW_ZIP_MAX_BYTES", uploads.MAX_ZIP_BYTES),
         "LOGIN_RATE_LIMIT": os.environ.get("WINNOW_LOGIN_RATE_LIMIT", "10 per minute"),
+        # Per client address: classifications (/api/classify, /classify-url, the page's form)
+        # and the SGD lesson's runs (/learn/sgd, its .json and .gif), counted across workers.
+        "CLASSIFY_RATE_LIMIT": os.environ.get("WINNOW_CLASSIFY_RATE_LIMIT", "120 per minute"),
+        "SGD_RATE_LIMIT": os.environ.get("WINNOW_SGD_RATE_LIMIT", "30 per minute"),
+        # Where rate limits are counted: a Redis server (needs the redis package), else the store.
+        "REDIS_URL": os.environ.get("WINNOW_REDIS_URL") or None,
         # An admin login lasts this long from the moment of logging in, however busy it is.
         "SESSION_HOURS": _float("WINNOW_SESSION_HOURS", 12),
         "SESSION_REFRESH_EACH_REQUEST": False,

@@ -31,7 +31,9 @@ def connect(data_dir):
 # Columns added after the first release: (table, column, type). Stores made before them get
 # them on first connection; schema.sql has them for new stores.
 ADDED_COLUMNS = [("events", "change_id", "INTEGER"), ("events", "undoes", "INTEGER"),
-                 ("jobs", "cancel_requested", "REAL")]
+                 ("jobs", "cancel_requested", "REAL"),
+                 # Versions registered before it were finished: they read as ready.
+                 ("models", "status", "TEXT NOT NULL DEFAULT 'ready'")]
 
 
 def _migrate(conn):

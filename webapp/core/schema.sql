@@ -39,7 +39,8 @@ CREATE TABLE IF NOT EXISTS models (
     arch     TEXT,
     size     INTEGER,
     sha256   TEXT NOT NULL,                  -- of export.pkl; checked before every load
-    metrics  TEXT NOT NULL                   -- JSON, as in models/<version>/metrics.json
+    metrics  TEXT NOT NULL,                  -- JSON, as in models/<version>/metrics.json
+    status   TEXT NOT NULL DEFAULT 'ready'   -- pending (trained, not yet scored), ready
 );
 
 CREATE TABLE IF NOT EXISTS settings (

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from webapp.core import db, processes
 from webapp.dataset.store import Dataset
+from webapp.jobs import recovery
 
 RUNNERS = {
     "download": "webapp.jobs.kinds:download",
@@ -379,6 +380,7 @@ def reap(data_dir):
     """Detect dead jobs now (status pages call this on every read; it is cheap)."""
     with db.session(data_dir) as conn, db.transaction(conn):
         _reap(conn)
+    recovery.sweep_training(data_dir)  # after the commit: it writes through its own connection
 
 
 def status_of(row):

@@ -1,14 +1,15 @@
 """The "train" job: the lesson's recipe on cleaned.csv, then scores for the cleaner, then serve it.
 
 Phases as the progress bar shows them: lr_find, frozen, lr_find, unfrozen (epoch and batch, the
-latest losses beside the bar), export, scoring. The new version becomes active only at the very
-end: a failure or a cancel anywhere leaves the served model as it was and no new version behind.
+latest losses beside the bar), export, scoring. The new version is registered pending, marked
+ready once scored, and only then activated: a failure or a cancel anywhere leaves the served
+model as it was and no new version behind, and so does a kill (jobs/recovery.py sweeps it).
 """
 import time
 
 from webapp.cleaning import scoring
 from webapp.dataset.store import Dataset
-from webapp.jobs import runner as jobs
+from webapp.jobs import recovery, runner as jobs
 from webapp.model import diagnosis, registry, training
 
 
@@ -68,6 +69,7 @@ def last_epoch_detail(last_epoch):
 def run_job(job):
     """Train a version, score every labeled image with it, then activate it (unless told not to)."""
     opts = training.TrainOptions.from_params(job.params)
+    recovery.sweep_training(job.data_dir, own_job=job.id)  # a killed run reaped by runner.create
     # cleaned.csv from the store first: a job killed mid-import may have left it behind the store.
     dataset = Dataset(job.data_dir)
     try:
@@ -85,6 +87,7 @@ def run_job(job):
                      message=f"Scoring every labeled image with {version} for the cleaner",
                      detail=last_epoch_detail(last_epoch))
         scored = scoring.score_version(job.data_dir, version, on_progress=job.progress)
+        registry.mark_ready(job.data_dir, version)
         activate = job.params.get("activate", True)
         if activate:
             registry.activate(job.data_dir, version, actor=f"training job #{job.id}")

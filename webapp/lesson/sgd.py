@@ -1,4 +1,5 @@
 """SGD from scratch: lesson 2's linear regression and its homework's logistic regression."""
+import functools
 import math
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -310,3 +311,11 @@ def render_gif(run, most=60, fps=10):
         path = Path(tmp) / "sgd.gif"
         anim.save(path, writer=PillowWriter(fps=fps))
         return path.read_bytes()
+
+
+# A run is the same for the same options (the seed fixes the data and the batches), and drawing
+# it takes seconds: keep the last 32 GIFs per process (about half a megabyte each).
+@functools.lru_cache(maxsize=32)
+def gif(opts):
+    """Return the GIF of the run that `opts` make, drawing it only the first time."""
+    return render_gif(fit(opts))

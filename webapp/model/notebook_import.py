@@ -10,6 +10,7 @@ The checker answers with the classes, the input size and a test prediction (chec
 `learn.predict`), or with the reason it cannot serve it. Only then is the version recorded, with
 its sha256 and provenance "imported"; activating it is the admin's next, separate step.
 """
+import importlib
 import json
 import shutil
 import signal
@@ -50,8 +51,10 @@ def import_export_pkl(data_dir, stream, filename, actor="admin", timeout=CHECK_T
                            "sha256": file_sha256(path), "classes": check["classes"],
                            "fastai": check.get("fastai"), "torch": check.get("torch")},
         }
+        # Nothing more to check or score for an imported model: ready at once.
         version = registry.record_version(data_dir, version_dir, metrics, "imported",
-                                          arch=check["arch"], size=check["size"])
+                                          arch=check["arch"], size=check["size"],
+                                          status=registry.READY)
     except BaseException:
         shutil.rmtree(version_dir, ignore_errors=True)
         raise
@@ -143,15 +146,21 @@ def inspect(path):
             "max_abs_diff": diff, "fastai": fastai.__version__, "torch": torch.__version__}
 
 
+# Imported by the checker before it drops to `nobody`, who may not be able to read them after.
+PRELOAD = (
+    "encodings.latin_1",  # torch.load decodes with it
+    "fastai.vision.all",  # what a lesson's export.pkl names
+    "fastai.vision.core",  # the Classifier's path
+    "numpy",
+    "PIL.Image",
+    "torch",
+)
+
+
 def _import_libraries():
     """Import, while still able to, what loading and predicting need (`nobody` may not reach it)."""
-    import encodings.latin_1  # noqa: F401  torch.load decodes with it
-
-    import fastai.vision.all  # noqa: F401  what a lesson's export.pkl names
-    import fastai.vision.core  # noqa: F401  the Classifier's path
-    import numpy  # noqa: F401
-    import PIL.Image  # noqa: F401
-    import torch  # noqa: F401
+    for name in PRELOAD:
+        importlib.import_module(name)
 
 
 def main(argv):

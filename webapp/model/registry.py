@@ -1,4 +1,9 @@
-"""Model versions: models/<version>/export.pkl, its recorded sha256, and models/ACTIVE."""
+"""Model versions: models/<version>/export.pkl, its recorded sha256, and models/ACTIVE.
+
+A trained version is registered "pending" and becomes "ready" once its job has scored it; only a
+ready version is listed by default or can be activated, so a run killed in between leaves
+nothing servable behind (jobs/recovery.py forgets it).
+"""
 import json
 import shutil
 from datetime import UTC, datetime
@@ -37,26 +42,52 @@ def new_version_dir(data_dir):
     raise ModelError("could not allocate a new model version")
 
 
-def record_version(data_dir, version_dir, metrics, source, arch=None, size=None):
+PENDING, READY = "pending", "ready"
+
+
+def record_version(data_dir, version_dir, metrics, source, arch=None, size=None, status=READY):
     """Hash export.pkl, write metrics.json and register the version in the store."""
+    if status not in (PENDING, READY):
+        raise ValueError(f"unknown version status {status!r}")
     version_dir = Path(version_dir)
     sha = file_sha256(version_dir / EXPORT)
     metrics = {**metrics, "version": version_dir.name, "export_sha256": sha, "source": source}
     files.write_atomic(version_dir / METRICS, json.dumps(metrics, indent=2))
     with db.session(data_dir) as conn:
         conn.execute(
-            "INSERT INTO models(version, created, source, arch, size, sha256, metrics) "
-            "VALUES (?,?,?,?,?,?,?)",
-            (version_dir.name, now(), source, arch, size, sha, json.dumps(metrics)),
+            "INSERT INTO models(version, created, source, arch, size, sha256, metrics, status) "
+            "VALUES (?,?,?,?,?,?,?,?)",
+            (version_dir.name, now(), source, arch, size, sha, json.dumps(metrics), status),
         )
     return version_dir.name
 
 
-def versions(data_dir):
-    """Return every registered version, newest first, as dicts."""
+def mark_ready(data_dir, version):
+    """Mark a pending version finished (exported, checked and scored): it may now be activated."""
     with db.session(data_dir) as conn:
-        rows = conn.execute("SELECT * FROM models ORDER BY created DESC, version DESC").fetchall()
+        changed = conn.execute("UPDATE models SET status = ? WHERE version = ?",
+                               (READY, version)).rowcount
+    if not changed:
+        raise ModelError(f"there is no model version {version!r}")
+
+
+def versions(data_dir, include_pending=False):
+    """Return the ready versions (and the pending ones if asked), newest first, as dicts."""
+    where = "" if include_pending else f"WHERE status = '{READY}' "
+    with db.session(data_dir) as conn:
+        rows = conn.execute(f"SELECT * FROM models {where}"
+                            "ORDER BY created DESC, version DESC").fetchall()
     return [{**dict(r), "metrics": json.loads(r["metrics"])} for r in rows]
+
+
+def unregistered_dirs(data_dir):
+    """Return the models/<version>/ folders that have no record (what a killed export left)."""
+    root = models_dir(data_dir)
+    if not root.is_dir():
+        return []
+    with db.session(data_dir) as conn:
+        known = {r["version"] for r in conn.execute("SELECT version FROM models")}
+    return sorted(p for p in root.iterdir() if p.is_dir() and p.name not in known)
 
 
 def version_record(data_dir, version):
@@ -78,7 +109,9 @@ def active_version(data_dir):
 
 def activate(data_dir, version, actor="admin", kind="activate"):
     """Make `version` the active one by replacing models/ACTIVE atomically, and log it."""
-    version_record(data_dir, version)  # refuses unknown versions
+    record = version_record(data_dir, version)  # refuses unknown versions
+    if record["status"] != READY:
+        raise ModelError(f"model {version} is not finished yet ({record['status']})")
     root = models_dir(data_dir)
     files.write_atomic(root / "ACTIVE", version + "\n")
     # One short line per activation, appended (O_APPEND): what roll back walks back through.

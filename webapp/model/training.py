@@ -16,13 +16,13 @@ from webapp.core.files import file_sha256
 from webapp.dataset.manifest import CLEANED_CSV
 from webapp.model import onnx_model, recipe, recorder, registry
 
-# The recipe's names, where callers have always found them.
-from webapp.model.recipe import (  # noqa: F401
-    ARCHS,
-    TrainingCancelled,
-    TrainingRefused,
-    TrainOptions,
-    build_learner,
+# The recipe's names, where callers have always found them (`X as X` marks a re-export).
+from webapp.model.recipe import (
+    ARCHS as ARCHS,
+    TrainingCancelled as TrainingCancelled,
+    TrainingRefused as TrainingRefused,
+    TrainOptions as TrainOptions,
+    build_learner as build_learner,
 )
 
 WORK_DIR = "tmp"  # under the data dir: a killed run's files are found and swept
@@ -191,8 +191,11 @@ def train(data_dir, opts=None, on_progress=None, log=print, should_stop=None):
         "seconds": round(time.monotonic() - started, 1),
         "provenance": _provenance(counts, file_sha256(version_dir / CLEANED_CSV), opts),
     }
-    version = registry.record_version(data_dir, version_dir, metrics, "trained",
-                                      arch=opts.arch, size=opts.size)
+    # Activated here, it is finished; otherwise the caller (the train job) scores it first and
+    # marks it ready, and until then it is pending: never listed, never served.
+    version = registry.record_version(
+        data_dir, version_dir, metrics, "trained", arch=opts.arch, size=opts.size,
+        status=registry.READY if opts.activate else registry.PENDING)
     if opts.activate:
         registry.activate(data_dir, version, actor="training")
     return version, metrics

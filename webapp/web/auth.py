@@ -19,17 +19,15 @@ from flask import (
     url_for,
 )
 from flask.sessions import SecureCookieSessionInterface
-from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
 from flask_wtf import FlaskForm
 from werkzeug.security import check_password_hash, generate_password_hash
 from wtforms import PasswordField
 from wtforms.validators import DataRequired
 
 from webapp.core import db
+from webapp.web.limits import configured, limiter
 
 bp = Blueprint("auth", __name__)
-limiter = Limiter(get_remote_address, storage_uri="memory://", default_limits=[])
 PASSWORD_KEY = "admin_password_hash"
 # An admin session names the generation it was logged in under; a new generation (logout, a
 # password change) ends every session made before it, including cookies copied elsewhere.
@@ -148,7 +146,7 @@ def _is_local_path(text):
 
 
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit(lambda: current_app.config["LOGIN_RATE_LIMIT"], methods=["POST"],
+@limiter.limit(configured("LOGIN_RATE_LIMIT"), methods=["POST"],
                error_message="Too many login attempts; wait a minute and try again.")
 def login():
     form = LoginForm()

@@ -123,6 +123,7 @@ PATHS = {
         "responses": {"200": _json(_ref("Classification")),
                       "400": _error("not a usable image"),
                       "413": _error("the upload is too large"),
+                      "429": _error("too many requests from this client"),
                       "503": _error("no model is active yet")}}},
     "/classify-url": {"get": {
         "summary": "Fetch an image by its http(s) address and classify it (the lesson's endpoint)",
@@ -131,6 +132,7 @@ PATHS = {
         "responses": {"200": _json(_ref("Classification")),
                       "400": _error("a bad or refused address, or not a usable image"),
                       "413": _error("the image is too large"),
+                      "429": _error("too many requests from this client"),
                       "502": _error("the server answered with an error"),
                       "503": _error("no model is active yet, or too many fetches at once"),
                       "504": _error("the server did not answer in time")}}},
@@ -148,7 +150,8 @@ PATHS = {
             _query("bs", {"type": "integer"}, "batch size"),
             _query("epochs", {"type": "integer"}, "epochs"),
             _query("seed", {"type": "integer"}, "random seed")],
-        "responses": {"200": _json(_ref("SgdRun")), "400": _error("an option cannot run")}}},
+        "responses": {"200": _json(_ref("SgdRun")), "400": _error("an option cannot run"),
+                      "429": _error("too many requests from this client")}}},
     "/clean/top-losses.json": _clean_list(
         "The cleaner's images by loss, highest first",
         [_query("label", {"type": "string"}, "only this class"),

@@ -31,7 +31,7 @@ def _index(form=None, error=None, refused_by=None, status=200):
     folder = data_dir()
     dataset = get_dataset()
     active = registry.active_version(folder)
-    versions = registry.versions(folder)
+    versions = registry.versions(folder, include_pending=True)  # pending: shown, not activatable
     return render_template(
         "admin/index.html", counts=dataset.class_counts(), unlabeled=dataset.unlabeled_count(),
         versions=versions, active=active,

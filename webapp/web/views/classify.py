@@ -4,7 +4,7 @@ from flask import Blueprint, current_app, render_template, request
 from webapp.core import fetch, images
 from webapp.ingest import uploads
 from webapp.model import serving
-from webapp.web import errors, metrics
+from webapp.web import errors, limits, metrics
 from webapp.web.auth import is_admin
 from webapp.web.resources import csrf, data_dir, get_dataset, get_model
 
@@ -40,6 +40,7 @@ def index():
 
 
 @bp.route("/classify", methods=["POST"])
+@limits.classifications
 def classify_page():
     model = get_model()
     url = request.form.get("url", "").strip()
@@ -72,6 +73,7 @@ def _to_dataset_form(data, url, ranked):
 
 
 @bp.route("/api/classify", methods=["POST"])
+@limits.classifications
 @csrf.exempt
 def classify_api():
     model = get_model()
@@ -81,6 +83,7 @@ def classify_api():
 
 
 @bp.route("/classify-url")
+@limits.classifications
 def classify_url():
     url = request.args.get("url", "").strip()
     if not url:

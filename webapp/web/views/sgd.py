@@ -5,6 +5,7 @@ from dataclasses import asdict
 from flask import Blueprint, abort, render_template, request, send_file
 
 from webapp.lesson import sgd
+from webapp.web import limits
 
 bp = Blueprint("learn", __name__, url_prefix="/learn")
 
@@ -22,6 +23,7 @@ def _page(run, error=None):
 
 
 @bp.get("/sgd")
+@limits.sgd_runs
 def sgd_page():
     try:
         run = sgd.fit(sgd.parse_options(request.args))
@@ -31,6 +33,7 @@ def sgd_page():
 
 
 @bp.get("/sgd.json")
+@limits.sgd_runs
 def sgd_json():
     try:
         run = sgd.fit(sgd.parse_options(request.args))
@@ -40,11 +43,12 @@ def sgd_json():
 
 
 @bp.get("/sgd.gif")
+@limits.sgd_runs
 def sgd_gif():
     try:
         opts = sgd.parse_options(request.args)
     except ValueError as e:
         abort(400, str(e))
-    gif = sgd.render_gif(sgd.fit(opts))
+    gif = sgd.gif(opts)
     name = f"sgd-{opts.model}-lr{opts.lr:g}-bs{opts.bs}-epochs{opts.epochs}.gif"
     return send_file(io.BytesIO(gif), mimetype="image/gif", as_attachment=True, download_name=name)
