@@ -4,7 +4,7 @@ The child gets a scrubbed environment (no WINNOW_* settings, no secrets), its ow
 directory, resource limits, and, when Winnow runs as root, the uid of `nobody`, which cannot read
 the data dir. The child drops to that uid itself with `drop_privileges()`, after importing its
 libraries and before it reads anything untrusted: the interpreter may live where `nobody` cannot
-reach (a pyenv under /root), so it must start as root. It is no jail: it still sees the network
+reach (inside root's home), so it must start as root. It is no jail: it still sees the network
 and whatever the machine leaves world-readable.
 """
 import contextlib
