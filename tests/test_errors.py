@@ -14,9 +14,11 @@ from webapp.model.registry import ModelError
 from webapp.model.serving import NoModel
 from webapp.web import errors
 
-# Exceptions that never reach a request: they stop a job or a fit from inside, or they belong to
-# a terminal command (backup and restore run from the CLI only).
-INTERNAL = {"Cancelled", "Stopped", "TrainingCancelled", "BackupError"}
+# Exceptions that never reach a request: they stop a job or a fit from inside, they belong to
+# a terminal command (backup and restore run from the CLI only), or they are raised while a
+# version's serving spec is built at export (SpecRefused) or by a spec that export would have
+# refused (SpecError: a bug, rightly a 500).
+INTERNAL = {"Cancelled", "Stopped", "TrainingCancelled", "BackupError", "SpecRefused", "SpecError"}
 
 
 def domain_errors():

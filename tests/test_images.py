@@ -1,11 +1,13 @@
 """Intake: hostile and awkward files are refused or normalised, and nothing odd is stored."""
 import io
+import random
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests.pictures import encode, jpeg
+from tests.conftest import make_app
+from tests.pictures import encode, jpeg, tinted
 from webapp.core import images
 
 
@@ -107,3 +109,85 @@ def test_gif_with_ten_thousand_frames_keeps_the_first():
     got = images.intake(gif_with_frames(10_000))
     assert got.format == "GIF" and got.ext == "png" and got.image.size == (2, 2)
     assert got.image.getpixel((0, 0)) == (0, 0, 0)
+
+
+def exif_orientation(value):
+    exif = Image.Exif()
+    exif[images.ORIENTATION_TAG] = value
+    return exif.tobytes()
+
+
+def heic(im, orientation=None, **kw):
+    """Return an iPhone-like HEIC: the pixels as taken, and how to turn them upright."""
+    if orientation is not None:
+        kw["exif"] = exif_orientation(orientation)  # the plugin writes an irot box, as iPhones do
+    return encode(im, "HEIF", **kw)
+
+
+def marked(w, h):
+    """A green picture with a red block in its top-left corner, big enough to survive HEVC."""
+    im = Image.new("RGB", (w, h), (10, 200, 30))
+    im.paste((255, 0, 0), (0, 0, 8, 8))
+    return im
+
+
+def close(a, b, tolerance=8):
+    return all(abs(x - y) <= tolerance for x, y in zip(a, b, strict=True))
+
+
+def test_an_iphone_heic_is_stored_as_png_that_plain_pillow_reads():
+    got = images.intake(heic(marked(40, 24)))
+    assert (got.format, got.ext, got.normalised) == ("HEIF", "png", True)
+    assert got.image.mode == "RGB" and got.image.size == (40, 24)
+    assert close(got.image.getpixel((20, 12)), (10, 200, 30))
+    assert close(got.image.getpixel((2, 2)), (255, 0, 0), tolerance=40)  # chroma is subsampled
+    stored = Image.open(io.BytesIO(got.data), formats=["PNG"])
+    assert np.array_equal(np.asarray(stored.convert("RGB")), np.asarray(got.image))
+
+
+def upright_marker(width):
+    """Taken sideways (orientation 6), the top-left marker ends up top-right once upright."""
+    return (width - 3, 2)
+
+
+@pytest.mark.parametrize("fmt, encode_it", [
+    ("HEIF", lambda im: heic(im, orientation=6, quality=-1)),
+    pytest.param("AVIF", lambda im: encode(im, "AVIF", exif=exif_orientation(6), quality=100),
+                 marks=pytest.mark.skipif("AVIF" not in images.FORMATS,
+                                          reason="this Pillow has no AVIF")),
+], ids=["heic", "avif"])
+def test_a_sideways_phone_picture_is_turned_upright_exactly_once(fmt, encode_it):
+    got = images.intake(encode_it(marked(60, 40)))
+    assert got.format == fmt and got.ext == "png"
+    assert got.image.size == (40, 60)  # twice, or never, would leave it 60 wide
+    assert close(got.image.getpixel(upright_marker(40)), (255, 0, 0), tolerance=40)
+    assert close(got.image.getpixel((2, 2)), (10, 200, 30), tolerance=40)
+    stored = Image.open(io.BytesIO(got.data), formats=["PNG"])
+    assert stored.size == (40, 60) and stored.getexif().get(images.ORIENTATION_TAG) in (None, 1)
+
+
+def test_serving_decodes_a_heic_upright_in_rgb():
+    im = images.decode(heic(marked(60, 40), orientation=6))
+    assert im.mode == "RGB" and im.size == (40, 60)
+    assert close(im.getpixel(upright_marker(40)), (255, 0, 0), tolerance=40)
+
+
+def test_a_heic_bomb_is_refused_before_decoding():
+    bomb = heic(Image.new("RGB", (6000, 6000)), quality=10)  # 36 MP in a few kB
+    assert len(bomb) < 100_000
+    with pytest.raises(images.ImageRejected, match="megapixels"):
+        images.intake(bomb)
+    with pytest.raises(images.ImageRejected, match="limit"):
+        images.decode(heic(rgb(100, 100)), max_pixels=9_999)
+
+
+def test_the_refusal_names_heic_among_the_accepted_formats():
+    with pytest.raises(images.ImageRejected, match="HEIC"):
+        images.intake(b"not a picture at all")
+
+
+def test_the_api_classifies_a_heic_from_a_phone(trained_dir):
+    client = make_app(trained_dir[0], LOAD_MODEL=True).test_client()
+    red = heic(tinted("red", random.Random(21), 48), orientation=6)
+    r = client.post("/api/classify", data={"file": (io.BytesIO(red), "IMG_0001.HEIC")})
+    assert r.status_code == 200 and r.get_json()["predictions"][0][0] == "red"

@@ -4,10 +4,26 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+import pillow_heif
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError, features
+
+# iPhones send HEIC; the plugin decodes it under Pillow's own checks, including the pixel cap.
+# It applies the file's irot/imir itself and resets the EXIF orientation to 1, as the HEIF spec
+# asks, so the exif_transpose in _to_rgb does not turn the picture a second time.
+pillow_heif.register_heif_opener()
 
 # Formats we accept, as Pillow names them, and the extension we store them under.
-FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif"}
+FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif",
+           "HEIF": "png"}
+# Pillow reads AVIF itself when it was built with libavif.
+if features.check("avif"):
+    FORMATS["AVIF"] = "png"
+# Always stored as PNG: GIF for its palette and frames; HEIF and AVIF because plain fastai on a
+# Pillow without the plugin or libavif (an exported dataset used elsewhere) cannot read them.
+ALWAYS_NORMALISED = {"GIF", "HEIF", "AVIF"}
+# The names people know: an iPhone's file ends in .HEIC.
+SHOWN_AS = {"WEBP": "WebP", "HEIF": "HEIC/HEIF"}
+ACCEPTED = ", ".join(SHOWN_AS.get(f, f) for f in FORMATS)
 # Modes that fastai's PILImage.create turns into RGB exactly as we do.
 PLAIN_MODES = {"RGB", "L"}
 ORIENTATION_TAG = 0x0112
@@ -49,9 +65,7 @@ def _open(data, max_pixels):
         try:
             im = Image.open(io.BytesIO(data), formats=list(FORMATS))
         except UnidentifiedImageError:
-            raise ImageRejected(
-                "not an image Winnow accepts (JPEG, PNG, WebP, GIF, BMP or TIFF)"
-            ) from None
+            raise ImageRejected(f"not an image Winnow accepts ({ACCEPTED})") from None
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise ImageRejected("the image has too many pixels") from None
         except Exception as e:  # Pillow raises many kinds on malformed headers
@@ -75,9 +89,9 @@ def _open(data, max_pixels):
 
 def _needs_normalising(im):
     """Tell whether a plain `.convert('RGB')` of the stored bytes would differ from ours."""
-    if im.mode not in PLAIN_MODES or im.format == "GIF":
+    if im.mode not in PLAIN_MODES or im.format in ALWAYS_NORMALISED:
         return True
-    if getattr(im, "n_frames", 1) > 1 and im.format != "GIF":
+    if getattr(im, "n_frames", 1) > 1:
         return True
     orientation = im.getexif().get(ORIENTATION_TAG, 1)
     return orientation not in (None, 1)
