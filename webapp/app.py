@@ -60,7 +60,8 @@ def create_app(test_config=None):
         app.config.from_mapping(test_config)
     app.config["DATA_DIR"] = str(Path(app.config["DATA_DIR"] or app.instance_path).resolve())
     _make_data_dir(Path(app.config["DATA_DIR"]), app.logger)
-    runner.reap(app.config["DATA_DIR"])  # a killed run's job row, pending version and tmp files
+    # A killed run: its job row, pending version and tmp files.
+    runner.reap(app.config["DATA_DIR"], sweep=True)
     app.config["SECRET_KEY"] = app.config["SECRET_KEY"] or _secret_key(app.config["DATA_DIR"])
     app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(hours=app.config["SESSION_HOURS"])
     hops = app.config["TRUSTED_PROXIES"]

@@ -284,9 +284,8 @@ def _watch_cancel(data_dir, job_id):
     deadline = time.monotonic() + CANCEL_GRACE_SECONDS + KILL_GRACE_SECONDS + STALE_SECONDS
     while time.monotonic() < deadline:
         time.sleep(0.5)
+        reap(data_dir)
         with db.session(data_dir) as conn:
-            with db.transaction(conn):
-                _reap(conn)
             row = conn.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is None or row["status"] not in ACTIVE:
             return
@@ -347,8 +346,12 @@ def _catch_up_csv(data_dir, params):
 
 
 def _reap(conn):
-    """Stop cancelled jobs that ignore the flag; mark jobs whose process is gone or silent."""
+    """Stop cancelled jobs that ignore the flag; mark jobs whose process is gone or silent.
+
+    Return how many jobs it marked finished.
+    """
     now = _now()
+    finished = 0
     data_dir = Path(conn.execute("PRAGMA database_list").fetchone()["file"]).parent
     active = conn.execute("SELECT id, pid, heartbeat, params, cancel_requested FROM jobs "
                           "WHERE status IN ('queued', 'running')").fetchall()
@@ -361,6 +364,7 @@ def _reap(conn):
         silent = now - (row["heartbeat"] or 0) > STALE_SECONDS
         if not silent and _alive(row["pid"]):
             continue
+        finished += 1
         # Its own `finally` (the download's cleaned.csv rewrite) may not have run: the store is
         # the truth, so cleaned.csv is rebuilt from it now.
         csv_note = _catch_up_csv(data_dir, json.loads(row["params"]))
@@ -374,13 +378,19 @@ def _reap(conn):
             _finish(conn, row["id"], "failed",
                     "The job's process stopped without finishing (killed, or out of memory); "
                     "see its log. Nothing it had not finished was changed." + csv_note)
+    return finished
 
 
-def reap(data_dir):
-    """Detect dead jobs now (status pages call this on every read; it is cheap)."""
+def reap(data_dir, sweep=False):
+    """Detect dead jobs now (status pages call this on every read; it is cheap).
+
+    When it finds one (or `sweep` asks, at start-up), what a dead training left is swept too:
+    only then, so a page polling a live job does no folder walks.
+    """
     with db.session(data_dir) as conn, db.transaction(conn):
-        _reap(conn)
-    recovery.sweep_training(data_dir)  # after the commit: it writes through its own connection
+        finished = _reap(conn)
+    if finished or sweep:
+        recovery.sweep_training(data_dir)  # after the commit: it writes through its own connection
 
 
 def status_of(row):
