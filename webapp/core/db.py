@@ -2,6 +2,7 @@
 import contextlib
 import os
 import sqlite3
+import time
 from importlib import resources
 from pathlib import Path
 
@@ -18,7 +19,7 @@ def connect(data_dir):
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
     conn = sqlite3.connect(path, timeout=30, isolation_level=None)
     conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA journal_mode=WAL")
+    _use_wal(conn)
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA busy_timeout=30000")
     if path not in _created:  # once per process, not on every request's connection
@@ -26,6 +27,25 @@ def connect(data_dir):
         _migrate(conn)
         _created.add(path)
     return conn
+
+
+def _use_wal(conn, patience=30.0):
+    """Put the store in WAL mode; the mode is kept in the file, so only its first opening sets it.
+
+    Switching takes an exclusive lock and SQLite answers "database is locked" at once, without
+    waiting out busy_timeout, when another process opens the new store at the same moment (two
+    workers starting together): retry until the patience runs out.
+    """
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 # Columns added after the first release: (table, column, type). Stores made before them get
