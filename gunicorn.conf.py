@@ -1,6 +1,7 @@
 """gunicorn settings for Winnow: one preloaded learner, shared copy-on-write by the workers."""
 import multiprocessing
 import os
+import sys
 
 # Torch must run single-threaded in the master: a multi-threaded op there before the fork
 # deadlocks the forked workers (the PyTorch/OpenMP fork hang). Set before torch is imported.
@@ -37,9 +38,10 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
 
 
 def on_starting(server):
-    import torch
-
-    torch.set_num_threads(1)
+    # Only if something imported torch (the fastai path serves a version): a version served by the
+    # torch-free runtime never loads it, and the workers stay smaller for it.
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
 
 
 def child_exit(server, worker):
@@ -50,9 +52,12 @@ def child_exit(server, worker):
 
 
 def post_fork(server, worker):
-    """Give each worker its share of the cores before any inference runs."""
-    import torch
+    """Give each worker its share of the cores before any inference runs.
 
+    ONNX Runtime reads the share from OMP_NUM_THREADS when the worker makes its session; torch,
+    if loaded, is told here (and reads the same variable if it is imported later).
+    """
     threads = max(1, multiprocessing.cpu_count() // server.cfg.workers)
-    torch.set_num_threads(threads)
     os.environ["OMP_NUM_THREADS"] = str(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)

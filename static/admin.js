@@ -1,5 +1,6 @@
-// Admin pages: the running training's latest losses, a fresh page when it finishes, and a
-// "checking" note while an imported model is verified. jobs.js does the polling.
+// Admin pages: the running training's latest losses, a fresh page when it finishes, an
+// "uploading" note while a notebook model is sent, and a fresh import job page when the import
+// ends (its link to the new model). jobs.js does the polling.
 (function () {
   "use strict";
 
@@ -30,4 +31,9 @@
       form.querySelector("button[type=submit]").disabled = true;
     });
   }
+  // An import job's page (or the import page waiting on another model job): show the outcome.
+  const importPage = form || document.querySelector("script[data-import-job]");
+  document.addEventListener("job-finished", (e) => {
+    if (importPage && e.detail.kind !== "train") setTimeout(() => window.location.reload(), 800);
+  });
 })();

@@ -11,7 +11,7 @@ from tests.pictures import jpeg, tinted
 from tests.test_app import second_version
 from webapp.dataset.manifest import CLEANED_CSV
 from webapp.dataset.store import Dataset
-from webapp.model import registry
+from webapp.model import registry, report
 
 
 @pytest.fixture
@@ -111,7 +111,8 @@ def test_downloads_give_the_files_the_version_was_made_from(site):
     vdir = registry.models_dir(data_dir) / v1
     for name in ("export.pkl", "model.onnx", "cleaned.csv"):
         r = admin.client.get(f"/admin/models/{v1}/{name}")
-        assert r.status_code == 200 and r.data == (vdir / name).read_bytes()
+        path = report.version_file(data_dir, v1, name)  # the ONNX model is in the bundle
+        assert r.status_code == 200 and r.data == path.read_bytes()
         assert f"{v1}-{name}" in r.headers["Content-Disposition"]
 
     ds = Dataset(data_dir)

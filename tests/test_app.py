@@ -13,7 +13,8 @@ def test_without_a_model_the_app_runs_and_says_so(client):
 def test_the_active_model_is_loaded_when_the_app_is_created(trained_dir):
     data_dir, version, _ = trained_dir
     client = make_app(data_dir, LOAD_MODEL=True).test_client()
-    assert client.get("/readyz").get_json() == {"status": "ready", "model": version}
+    ready = client.get("/readyz").get_json()
+    assert (ready["status"], ready["model"], ready["runtime"]) == ("ready", version, "onnx")
     page = client.get("/").get_data(as_text=True)
     assert version in page and "blue, red" in page
 

@@ -78,7 +78,8 @@ def test_a_training_killed_at_any_point_changes_nothing_after_a_restart(trained_
     finally:
         dataset.close()
     assert (data_dir / CLEANED_CSV).read_text() == rendered
-    assert client.get("/readyz").get_json() == {"status": "ready", "model": v1}
+    ready = client.get("/readyz").get_json()
+    assert (ready["status"], ready["model"], ready["runtime"]) == ("ready", v1, "onnx")
     assert registry.active_version(data_dir) == v1
     assert _pending(data_dir) == []
     assert [v["version"] for v in registry.versions(data_dir, include_pending=True)] == [v1]

@@ -1,8 +1,6 @@
 """The torch-free runtime prepares images and runs the model exactly as the learner does."""
 import functools
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +9,9 @@ from PIL import Image
 
 from tests.pictures import encode
 from webapp.core import images
-from webapp.model import bundle_spec, onnx_model, registry, training
+from webapp.model import bundle, bundle_spec, registry, training
 from webapp.model.bundle_spec import SpecRefused
+from webapp.runtime import bundle as rt
 from webapp.runtime.preprocess import prepare
 from webapp.runtime.session import Session
 
@@ -35,6 +34,12 @@ def picture(kind):
         return noise(3000, 2000, seed=1)
     if kind == "palette":
         return images.decode(encode(noise(40, 25, seed=2).quantize(64), "PNG"))
+    if kind == "exif-rotated":  # a phone's JPEG: stored 45x26, shown turned a quarter (26x45)
+        exif = Image.Exif()
+        exif[images.ORIENTATION_TAG] = 6
+        image = images.decode(encode(noise(45, 26, seed=7), "JPEG", exif=exif.tobytes()))
+        assert image.size == (26, 45)
+        return image
     source = {"wide": noise(57, 31, seed=3), "tiny": noise(5, 3, seed=4),
               "grayscale": noise(23, 41, "L", seed=5), "rgba": noise(33, 33, "RGBA", seed=6)}
     return images.decode(encode(source[kind], "PNG"))
@@ -70,7 +75,7 @@ def fastai_input(image, after_item, after_batch):
 
 
 METHODS = ["crop", "squish", "pad-zeros", "pad-border", "pad-reflection", "rrc"]
-KINDS = ["wide", "tiny", "huge", "grayscale", "palette", "rgba"]
+KINDS = ["wide", "tiny", "huge", "grayscale", "palette", "rgba", "exif-rotated"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -109,7 +114,7 @@ def test_runtime_probabilities_match_learn_predict(trained_dir):
     data_dir, version, _ = trained_dir
     learn = registry.load_learner_verified(data_dir, version)
     spec = json.loads(json.dumps(bundle_spec.preprocessing_spec(learn)))
-    session = Session(registry.models_dir(data_dir) / version / onnx_model.ONNX_FILE)
+    session = Session(bundle.bundle_dir(registry.models_dir(data_dir) / version) / rt.FP32)
     pictures = validation_images(data_dir) + [picture("wide"), picture("tiny")]
     assert len(pictures) == 8
     for image in pictures:
@@ -142,33 +147,3 @@ def test_a_learner_whose_loss_is_not_a_softmax_is_refused(trained_dir):
     learn.loss_func = BCEWithLogitsLossFlat()
     with pytest.raises(SpecRefused, match="BCEWithLogitsLossFlat"):
         bundle_spec.preprocessing_spec(learn)
-
-
-RUN_WITHOUT_TORCH = """
-import json, sys
-from PIL import Image
-from webapp.runtime.preprocess import prepare
-from webapp.runtime.session import Session
-spec_path, image_path, onnx_path = sys.argv[1:]
-spec = json.loads(open(spec_path).read())
-probs = Session(onnx_path).probabilities(prepare(Image.open(image_path).convert("RGB"), spec))
-heavy = sorted(m for m in ("torch", "fastai", "torchvision") if m in sys.modules)
-print(json.dumps({"probs": probs.tolist(), "heavy": heavy}))
-"""
-
-
-def test_the_runtime_serves_in_a_process_without_torch(trained_dir, tmp_path):
-    data_dir, version, _ = trained_dir
-    learn = registry.load_learner_verified(data_dir, version)
-    spec_path, image_path = tmp_path / "spec.json", tmp_path / "picture.png"
-    spec_path.write_text(json.dumps(bundle_spec.preprocessing_spec(learn)))
-    image = validation_images(data_dir, n=1)[0]
-    image.save(image_path)
-    onnx_path = registry.models_dir(data_dir) / version / onnx_model.ONNX_FILE
-    run = subprocess.run([sys.executable, "-c", RUN_WITHOUT_TORCH, str(spec_path),
-                          str(image_path), str(onnx_path)],
-                         cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
-    out = json.loads(run.stdout)
-    assert out["heavy"] == []
-    _, _, theirs = learn.predict(image)
-    assert np.abs(np.array(out["probs"][0]) - theirs.numpy()).max() <= 1e-4

@@ -12,6 +12,7 @@ from webapp import config
 from webapp.core import files
 from webapp.core.processes import ROOT
 from webapp.jobs import runner
+from webapp.runtime.bundle import PRECISIONS
 from webapp.web import auth, cli, cli_backup, cli_score, errors, headers, metrics, resources
 from webapp.web.views import admin, classify, clean, jobs, label, main, media, sgd
 
@@ -58,6 +59,9 @@ def create_app(test_config=None):
     app.config.from_mapping(config.from_environment())
     if test_config:
         app.config.from_mapping(test_config)
+    if app.config["PRECISION"] not in PRECISIONS:
+        raise ValueError(f"WINNOW_PRECISION={app.config['PRECISION']!r}: "
+                         f"choose one of {', '.join(PRECISIONS)}")
     app.config["DATA_DIR"] = str(Path(app.config["DATA_DIR"] or app.instance_path).resolve())
     _make_data_dir(Path(app.config["DATA_DIR"]), app.logger)
     # A killed run: its job row, pending version and tmp files.

@@ -59,6 +59,9 @@ def from_environment():
         "FETCH_CONCURRENCY": _int("WINNOW_FETCH_CONCURRENCY", 4),
         # Networks that may read /metrics: "a/b,c/d"; empty means every client.
         "METRICS_ALLOW_NETS": os.environ.get("WINNOW_METRICS_ALLOW_NETS", ""),
+        # Which model of a version's serving bundle answers: "auto" (INT8 when it passed its
+        # checks at export and on this machine, else fp32), "fp32", or "int8" (whenever made).
+        "PRECISION": os.environ.get("WINNOW_PRECISION", "auto"),
         # Load the active model when the app is created (the serving default).
         "LOAD_MODEL": os.environ.get("WINNOW_LOAD_MODEL", "1") != "0",
         # Never try to download ImageNet weights (an offline machine): train from scratch.

@@ -10,7 +10,7 @@ from webapp.dataset import unlabeled
 from webapp.dataset.store import Dataset
 from webapp.ingest import downloads, folders, uploads
 from webapp.jobs import runner
-from webapp.model import onnx_model, registry, training
+from webapp.model import notebook_import, registry, serving, training
 
 
 def _dataset(job):
@@ -51,10 +51,10 @@ def upload(job):
 
 def suggest(job):
     """The "suggest" job: the active model's suggestion for every unlabeled image."""
-    version, learner = registry.load_active(job.data_dir)
-    if learner is None:
+    version = registry.active_version(job.data_dir)
+    if version is None:
         raise RuntimeError("no model is active: train one or activate a version first")
-    classifier = onnx_model.classifier_for(job.data_dir, version, learner)
+    classifier = serving.load_served(job.data_dir, version)
     dataset = _dataset(job)
     try:
         n = unlabeled.suggest_all(dataset, classifier, on_progress=job.progress)
@@ -88,6 +88,15 @@ def score(job):
                     f"in {cv['seconds']:.0f} s.")
         result["cv"] = {"folds": folds, "images": cv["images"], "seconds": cv["seconds"]}
     return {**result, "message": message}
+
+
+def import_model(job):
+    """The "import" job: a staged notebook export.pkl checked, given a serving bundle, recorded."""
+    p = job.params
+    version, check, record = notebook_import.import_staged(
+        job.data_dir, p["token"], p["filename"], p.get("actor", "admin"),
+        on_progress=job.progress, log=job.log)
+    return notebook_import.summary(version, check, record, p["filename"])
 
 
 def recent_imports(data_dir, limit=10):

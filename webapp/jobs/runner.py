@@ -38,9 +38,10 @@ RUNNERS = {
     "score": "webapp.jobs.kinds:score",
     "upload": "webapp.jobs.kinds:upload",
     "suggest": "webapp.jobs.kinds:suggest",
+    "import": "webapp.jobs.kinds:import_model",
 }
 # Kinds in the same group never run at the same time (they compete for the model and the CPU).
-GROUPS = {"train": "model", "score": "model", "suggest": "model"}
+GROUPS = {"train": "model", "score": "model", "suggest": "model", "import": "model"}
 HEARTBEAT_SECONDS = 1.0
 STALE_SECONDS = 10.0  # a running job not heard from for this long is dead
 CANCEL_GRACE_SECONDS = 5.0  # a job still running this long after Cancel is sent SIGTERM...

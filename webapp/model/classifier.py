@@ -1,22 +1,16 @@
 """Inference with a loaded learner: learn.predict's probabilities, without a DataLoader per call."""
 import copy
-from dataclasses import dataclass
 
-
-@dataclass
-class Prediction:
-    """Every class with its probability, most likely first."""
-
-    ranked: list  # [(label, prob), ...] sorted by prob, descending
-
-    @property
-    def label(self):
-        """Return the most likely label."""
-        return self.ranked[0][0]
+# One Prediction type whichever path serves (`X as X` marks a re-export).
+from webapp.runtime.bundle import Prediction as Prediction, ranked
 
 
 class Classifier:
     """Apply a learner's own inference transforms (what dls.test_dl applies) and its model."""
+
+    runtime, precision = "fastai", "fp32"
+    draft_size = None  # decode in full, as learn.predict does
+    note = ""  # why the runtime does not serve this version, when it is the one serving
 
     def __init__(self, learn, version=None):
         import torch
@@ -57,11 +51,7 @@ class Classifier:
 
     def predict_batch(self, images):
         """Return one Prediction per image."""
-        out = []
-        for probs in self.probabilities(images):
-            ranked = sorted(zip(self.vocab, map(float, probs), strict=True), key=lambda p: -p[1])
-            out.append(Prediction(ranked))
-        return out
+        return [Prediction(ranked(self.vocab, probs)) for probs in self.probabilities(images)]
 
     def predict(self, image):
         """Return [(label, prob), ...] for one image, most likely first."""

@@ -10,7 +10,8 @@ import math
 
 from webapp.core import files
 from webapp.dataset.manifest import CLEANED_CSV
-from webapp.model import diagnosis, registry, training
+from webapp.model import bundle, diagnosis, registry, training
+from webapp.runtime import bundle as rt
 
 PLOTS = ("losses", "lr_find", "confusion")
 
@@ -69,10 +70,21 @@ def changes_since(data_dir, version):
     return label_changes(training.read_manifest_file(path), now)
 
 
-def available_files(data_dir, version):
-    """Tell which downloads a version has besides export.pkl: {"onnx": bool, "manifest": bool}."""
+def version_file(data_dir, version, name):
+    """Return the path of a version's downloadable file, or None: the ONNX models live in its
+    serving bundle (in the version folder itself for versions made before bundles)."""
     vdir = registry.models_dir(data_dir) / version
-    return {"onnx": (vdir / "model.onnx").is_file(), "manifest": (vdir / CLEANED_CSV).is_file()}
+    for path in (vdir / name, bundle.bundle_dir(vdir) / name):
+        if path.is_file():
+            return path
+    return None
+
+
+def available_files(data_dir, version):
+    """Tell which downloads a version has besides export.pkl."""
+    return {"onnx": version_file(data_dir, version, rt.FP32) is not None,
+            "int8": version_file(data_dir, version, rt.INT8) is not None,
+            "manifest": version_file(data_dir, version, CLEANED_CSV) is not None}
 
 
 def confusion_cells(metrics):

@@ -3,6 +3,7 @@ import csv
 import math
 import os
 import platform
+import random
 import shutil
 import socket
 import tempfile
@@ -11,10 +12,10 @@ from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
-from webapp.core import images, processes
+from webapp.core import processes
 from webapp.core.files import file_sha256
 from webapp.dataset.manifest import CLEANED_CSV
-from webapp.model import onnx_model, recipe, recorder, registry
+from webapp.model import bundle, recipe, recorder, registry
 
 # The recipe's names, where callers have always found them (`X as X` marks a re-export).
 from webapp.model.recipe import (
@@ -132,20 +133,29 @@ def _thin(xs, most=500):
     return xs[::step]
 
 
-def _export(learn, data_dir, manifest, opts, rows, log):
-    """Write export.pkl, model.onnx (when it matches torch) and the cleaned.csv trained on
-    into a new version folder; return (folder, onnx check)."""
+def _export(learn, data_dir, manifest, rows, log):
+    """Write export.pkl, the cleaned.csv trained on and the serving bundle (checked) into a new
+    version folder; return (folder, bundle record)."""
     version_dir = registry.new_version_dir(data_dir)
     try:
         learn.path = version_dir
         learn.export(version_dir / registry.EXPORT)
         shutil.copyfile(manifest, version_dir / CLEANED_CSV)
-        onnx = _export_onnx_checked(learn, version_dir, opts.size, data_dir, rows)
+        valid, calibration = bundle_pictures(data_dir, rows)
+        record = bundle.build(learn, bundle.bundle_dir(version_dir), valid, calibration, log=log)
     except BaseException:
         shutil.rmtree(version_dir, ignore_errors=True)
         raise
-    log("ONNX Runtime will serve this model." if onnx["serves"] else onnx["reason"])
-    return version_dir, onnx
+    return version_dir, record
+
+
+def bundle_pictures(data_dir, rows, seed=0):
+    """Return the bundle's pictures from cleaned.csv rows: [(path, label)] of the validation
+    split, and a seeded sample of training paths to calibrate INT8 on."""
+    valid = [(Path(data_dir) / r["name"], r["label"]) for r in rows if r["is_valid"] == "True"]
+    train = [Path(data_dir) / r["name"] for r in rows if r["is_valid"] != "True"]
+    random.Random(seed).shuffle(train)
+    return valid, train[:bundle.N_CALIBRATION]
 
 
 def train(data_dir, opts=None, on_progress=None, log=print, should_stop=None):
@@ -178,7 +188,7 @@ def train(data_dir, opts=None, on_progress=None, log=print, should_stop=None):
                         last_epoch=report.last_epoch)
         matrix, most_confused = recorder.confusion(learn)
         recipe.stop_if_asked(should_stop)
-        version_dir, onnx = _export(learn, data_dir, manifest, opts, rows, log)
+        version_dir, served_by = _export(learn, data_dir, manifest, rows, log)
 
     metrics = {
         "arch": opts.arch, "size": opts.size, "options": asdict(opts),
@@ -187,7 +197,7 @@ def train(data_dir, opts=None, on_progress=None, log=print, should_stop=None):
         "error_rate": report.history[-1].get("error_rate") if report.history else None,
         "train_curve": {k: _thin(v) for k, v in report.curve.items()},
         "confusion": matrix, "most_confused": most_confused, "images": len(rows),
-        "onnx": onnx, "pretrained": bool(pretrained), "body_frozen_first": bool(pretrained),
+        "bundle": served_by, "pretrained": bool(pretrained), "body_frozen_first": bool(pretrained),
         "seconds": round(time.monotonic() - started, 1),
         "provenance": _provenance(counts, file_sha256(version_dir / CLEANED_CSV), opts),
     }
@@ -212,26 +222,6 @@ def _use_pretrained(opts, log, rows, counts):
            "ImageNet weights are not available here, so it trains from scratch "
            "(expect lower accuracy than the lesson's)."))
     return pretrained
-
-
-def _export_onnx_checked(learn, version_dir, size, data_dir, rows, n_images=64):
-    """Export model.onnx and compare it with torch on validation images; say whether it serves."""
-    path = version_dir / onnx_model.ONNX_FILE
-    try:
-        onnx_model.export_onnx(learn, path, size)
-        valid = [r for r in rows if r["is_valid"] == "True"][:n_images]
-        pics = [images.decode((Path(data_dir) / r["name"]).read_bytes()) for r in valid]
-        diff = onnx_model.check_onnx(learn, path, pics)
-    except Exception as e:  # torch still serves; the reason is kept with the version
-        path.unlink(missing_ok=True)
-        return {"serves": False, "reason": f"ONNX export failed ({type(e).__name__}: {e}); "
-                                           "the torch path serves this model"}
-    serves = diff <= onnx_model.TOLERANCE
-    return {"file": onnx_model.ONNX_FILE, "sha256": file_sha256(path), "max_abs_diff": diff,
-            "checked_on": len(pics), "serves": serves,
-            "reason": "" if serves else
-            f"ONNX probabilities differ from torch by {diff:.1e} (more than "
-            f"{onnx_model.TOLERANCE:g}) on the validation images; the torch path serves this model"}
 
 
 def _provenance(counts, csv_sha, opts):

@@ -88,10 +88,15 @@ def _batch_step(x, step):
     raise SpecError(f"unknown batch step {step['op']!r}")
 
 
-def prepare(image, spec):
-    """Return the (1, 3, h, w) float32 model input for one RGB PIL image."""
+def check_format(spec):
+    """Refuse a spec written for another runtime."""
     if spec.get("format") != SPEC_FORMAT:
         raise SpecError(f"spec format {spec.get('format')!r}; this runtime reads {SPEC_FORMAT}")
+
+
+def item_pixels(image, spec):
+    """Return the (h, w, 3) uint8 pixels after the spec's item steps, for one RGB PIL image."""
+    check_format(spec)
     if image.mode != "RGB":
         # fastai would keep the mode and feed the model the wrong number of channels.
         raise ValueError(f"prepare needs an RGB image (core.images.decode), not {image.mode}")
@@ -99,7 +104,37 @@ def prepare(image, spec):
         if step["op"] not in ITEM_STEPS:
             raise SpecError(f"unknown item step {step['op']!r}")
         image = ITEM_STEPS[step["op"]](image, step)
-    x = np.asarray(image, dtype=np.uint8).transpose(2, 0, 1)[None].astype(np.float32)
+    return np.asarray(image, dtype=np.uint8)
+
+
+def batch_input(pixels, spec):
+    """Return the (n, 3, h, w) float32 model input for (n, h, w, 3) uint8 item pixels."""
+    x = np.asarray(pixels, dtype=np.uint8).transpose(0, 3, 1, 2).astype(np.float32)
     for step in spec["batch"]:
         x = _batch_step(x, step)
     return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def prepare(image, spec):
+    """Return the (1, 3, h, w) float32 model input for one RGB PIL image."""
+    return batch_input(item_pixels(image, spec)[None], spec)
+
+
+def prepare_batch(images, spec):
+    """Return the (n, 3, h, w) float32 model input for RGB PIL images of any sizes."""
+    return batch_input(np.stack([item_pixels(im, spec) for im in images]), spec)
+
+
+def input_size(spec):
+    """Return the (height, width) the item steps resize to (the last step's size)."""
+    return tuple(spec["item"][-1]["size"])
+
+
+def draft_size(spec, factor=2):
+    """Return the smallest (w, h) a JPEG may be draft-decoded to: `factor` times the model size.
+
+    A JPEG's DCT scaling keeps the aspect ratio and never goes below the size asked for; a square
+    request of the larger side covers either orientation (EXIF may turn the picture).
+    """
+    side = factor * max(input_size(spec))
+    return side, side

@@ -13,8 +13,9 @@ class Session:
     """One ONNX Runtime session: threads fixed, spinning off so idle workers leave the CPU."""
 
     def __init__(self, onnx_path, threads=1):
+        """threads: intra-op threads; 0 lets ONNX Runtime use every core (one-off work)."""
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
+        opts.intra_op_num_threads = int(threads or 0)
         opts.inter_op_num_threads = 1
         # A spinning pool burns a core between requests; a web worker mostly waits.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")

@@ -22,6 +22,7 @@ from webapp.model.registry import ModelError
 from webapp.model.report import NoPlot
 from webapp.model.serving import NoModel
 from webapp.model.training import TrainingRefused
+from webapp.runtime.bundle import BundleError
 from webapp.web import metrics
 from webapp.web.auth import is_admin
 
@@ -54,6 +55,7 @@ REFUSALS = [
     (JobRefused, 409),
     (ScoringError, 409),
     (NoModel, 503),
+    (BundleError, 503),  # a serving bundle that cannot serve here: the model is unavailable
 ]
 
 

@@ -9,7 +9,7 @@ from flask import current_app, g, request
 from flask_wtf.csrf import CSRFProtect
 
 from webapp.dataset.store import Dataset
-from webapp.model import onnx_model, registry
+from webapp.model import registry, serving
 from webapp.web import metrics
 
 csrf = CSRFProtect()
@@ -37,8 +37,9 @@ class SharedModel:
 
     CHECK_EVERY = 1.0  # seconds between stats of models/ACTIVE
 
-    def __init__(self, data_dir):
+    def __init__(self, data_dir, precision="auto"):
         self.data_dir = data_dir
+        self.precision = precision
         self.classifier, self.error = None, None
         self._seen, self._checked, self._marked = None, 0.0, None
         self._lock = threading.Lock()
@@ -64,10 +65,10 @@ class SharedModel:
         """Load the active version, verifying its sha256 first; remember why if it fails."""
         self._seen = self._active_stamp()
         try:
-            version, learner = registry.load_active(self.data_dir)
+            version = registry.active_version(self.data_dir)
             # One reference swap: requests in flight keep the classifier they started with.
-            self.classifier = (onnx_model.classifier_for(self.data_dir, version, learner)
-                               if learner is not None else None)
+            self.classifier = (serving.load_served(self.data_dir, version, self.precision)
+                               if version is not None else None)
             self.error = None
         except Exception as e:  # the app keeps running on what it had, and says why
             self.error = str(e)
@@ -122,7 +123,7 @@ def init_app(app):
     """Wire the store and the shared learner (loaded now, at import time) into the app."""
     csrf.init_app(app)
     app.teardown_appcontext(_close_dataset)
-    model = SharedModel(app.config["DATA_DIR"])
+    model = SharedModel(app.config["DATA_DIR"], app.config["PRECISION"])
     if app.config["LOAD_MODEL"]:
         model.load()
         app.before_request(model.refresh)

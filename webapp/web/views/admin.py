@@ -21,7 +21,7 @@ from webapp.jobs import runner as jobs
 from webapp.model import notebook_import as model_import, registry, report, training
 from webapp.web import forms
 from webapp.web.auth import admin_required, safe_next
-from webapp.web.resources import data_dir, get_dataset, upload_cap
+from webapp.web.resources import data_dir, get_dataset, get_model, upload_cap
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -75,8 +75,10 @@ def train():
 def model(version):
     info = {**report.version_report(data_dir(), version),
             "scores": scoring.scores_meta(data_dir(), version)}
+    served = get_model().classifier
     return render_template(
         "admin/model.html", version=version, r=info,
+        served=served if served is not None and served.version == version else None,
         clean_url=lambda actual, predicted: _clean_url(actual, predicted, version))
 
 
@@ -125,15 +127,16 @@ def rollback():
 # ---- downloads ---------------------------------------------------------------------------
 
 FILES = {"export.pkl": "application/octet-stream", "model.onnx": "application/octet-stream",
-         "cleaned.csv": "text/csv"}
+         "model.int8.onnx": "application/octet-stream", "cleaned.csv": "text/csv"}
 
 
-@bp.route("/models/<version>/<any('export.pkl', 'model.onnx', 'cleaned.csv'):name>")
+@bp.route("/models/<version>/<any('export.pkl', 'model.onnx', 'model.int8.onnx', 'cleaned.csv')"
+          ":name>")
 @admin_required
 def download(version, name):
     registry.version_record(data_dir(), version)  # an unknown version is a 404
-    path = registry.models_dir(data_dir()) / version / name
-    if not path.is_file():
+    path = report.version_file(data_dir(), version, name)
+    if path is None:
         abort(404, description=f"Model {version} has no {name}.")
     return send_file(path, mimetype=FILES[name], as_attachment=True,
                      download_name=f"{version}-{name}")
@@ -167,24 +170,39 @@ def _zip(rows, name):
 
 # ---- bring a notebook model --------------------------------------------------------------
 
+def _import_page(error=None, refused_by=None, status=200):
+    return render_template("admin/import.html", error=error, refused_by=refused_by,
+                           running=jobs.running(data_dir(), "import")), status
+
+
 @bp.route("/models/import")
 @admin_required
 def import_form():
-    return render_template("admin/import.html")
+    return _import_page()
 
 
 @bp.route("/models/import", methods=["POST"])
 @admin_required
 @upload_cap("MAX_MODEL_UPLOAD_BYTES")
 def import_model():
+    """Save the upload and start an import job (check, serving bundle, record); show its page."""
     upload = request.files.get("file")
     if upload is None or not upload.filename:
-        return render_template("admin/import.html", error="Choose an export.pkl file."), 400
+        return _import_page(error="Choose an export.pkl file.", status=400)
+    folder = data_dir()
     try:
-        version, check = model_import.import_export_pkl(data_dir(), upload.stream,
-                                                        upload.filename, actor="admin")
+        token = model_import.stage(folder, upload.stream)
     except model_import.ImportRefused as e:
-        return render_template("admin/import.html", error=f"Not imported: {e}."), 400
-    flash(f"Imported {upload.filename} as model {version} ({len(check['classes'])} classes: "
-          f"{', '.join(check['classes'][:10])}). Activate it when you are ready to serve it.")
-    return redirect(url_for("admin.model", version=version)), 303
+        return _import_page(error=f"Not imported: {e}.", status=400)
+    try:
+        job_id = jobs.start(folder, "import",
+                            model_import.job_params(token, upload.filename, actor="admin"))
+    except jobs.JobRefused as e:
+        model_import.discard(folder, token)
+        return _import_page(error=f"Not started: {e}", refused_by=e.running_id, status=409)
+    except BaseException:
+        model_import.discard(folder, token)
+        raise
+    flash(f"Importing {upload.filename} as job #{job_id}: it is checked in a sandboxed process "
+          "and given a serving bundle, then recorded as a new version.")
+    return redirect(url_for("jobs.show", job_id=job_id)), 303

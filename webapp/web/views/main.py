@@ -17,7 +17,9 @@ def readyz():
     model = get_model()
     if not model.ready:
         return {"error": model.error or "no model is active yet"}, 503
-    return {"status": "ready", "model": model.version}
+    served = model.classifier
+    return {"status": "ready", "model": model.version, "runtime": served.runtime,
+            "precision": served.precision, "note": served.note}
 
 
 @bp.route("/api/openapi.json")
