@@ -153,3 +153,38 @@ def test_version_pages_need_a_login_and_switches_need_the_form_token(site):
     for path in (f"/admin/models/{v1}", f"/admin/models/{v1}/export.pkl", "/admin/dataset.zip",
                  f"/admin/models/{v1}/plots/losses.svg", "/admin/models/import"):
         assert anonymous.get(path).status_code == 302
+
+
+DRAW_TOGETHER = """
+import json, sys, threading
+from webapp.model import report
+data_dir, version = sys.argv[1:]
+errors = []
+def draw(name):
+    try:
+        report.plot_svg(data_dir, version, name)
+    except Exception as e:
+        errors.append(f"{name}: {type(e).__name__}: {e}")
+threads = [threading.Thread(target=draw, args=(n,)) for n in report.PLOTS for _ in range(2)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+print(json.dumps({"errors": errors, "matplotlib_was_loaded": "matplotlib" in sys.modules}))
+"""
+
+
+def test_a_fresh_worker_draws_several_plots_at_once(trained_copy):
+    """A worker serving with the runtime has not imported matplotlib: the report's plots, asked
+    for together by the page, import it in several threads at once."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    data_dir, version, _ = trained_copy
+    run = subprocess.run([sys.executable, "-c", DRAW_TOGETHER, str(data_dir), version],
+                         cwd=Path(__file__).resolve().parent.parent, capture_output=True,
+                         text=True, timeout=120, check=True)
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    assert out["errors"] == [] and out["matplotlib_was_loaded"]
+    assert all((registry.models_dir(data_dir) / version / "plots" / f"{n}.svg").is_file()
+               for n in report.PLOTS)

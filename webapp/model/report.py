@@ -7,6 +7,7 @@ cleaned.csv copied beside it). Plots are drawn server-side with matplotlib's Agg
 """
 import io
 import math
+import threading
 
 from webapp.core import files
 from webapp.dataset.manifest import CLEANED_CSV
@@ -14,6 +15,10 @@ from webapp.model import bundle, diagnosis, registry, training
 from webapp.runtime import bundle as rt
 
 PLOTS = ("losses", "lr_find", "confusion")
+# One drawing at a time per process. matplotlib is imported on the first draw, and two request
+# threads importing it at once fail half-way ("partially initialized module matplotlib.ticker"):
+# a worker serving with the torch-free runtime has not loaded it at start, as fastai did.
+_DRAWING = threading.Lock()
 
 
 class NoPlot(LookupError):
@@ -135,7 +140,8 @@ def plot_svg(data_dir, version, name):
     if path.is_file():
         return path.read_text(encoding="utf-8")
     draw = {"losses": draw_losses, "lr_find": draw_lr_find, "confusion": draw_confusion}[name]
-    svg = draw(metrics)
+    with _DRAWING:
+        svg = draw(metrics)
     path.parent.mkdir(exist_ok=True)
     files.write_atomic(path, svg)
     return svg
