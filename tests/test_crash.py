@@ -130,3 +130,24 @@ def test_versions_in_a_store_made_before_pending_existed_read_as_ready(tmp_path)
     conn.commit()
     conn.close()
     assert [(v["version"], v["status"]) for v in registry.versions(data_dir)] == [("old", "ready")]
+
+
+def test_a_killed_import_leaves_no_half_made_version_after_a_restart(tmp_path):
+    """An import job killed between making its version folder and registering it."""
+    import time
+
+    from webapp.core import db
+    from webapp.jobs import recovery
+    from webapp.model import registry
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    started = time.time()
+    half_made = registry.new_version_dir(data_dir)
+    (half_made / "export.pkl").write_bytes(b"half")
+    with db.session(data_dir) as conn:
+        conn.execute("INSERT INTO jobs(kind, params, status, actor, created, started, finished) "
+                     "VALUES ('import', '{}', 'failed', 'admin', ?, ?, ?)",
+                     (started, started, time.time()))
+    assert recovery.sweep_training(data_dir) == [half_made.name]
+    assert not half_made.exists()
