@@ -1,5 +1,4 @@
 """gunicorn settings for Winnow: one preloaded learner, shared copy-on-write by the workers."""
-import multiprocessing
 import os
 import sys
 
@@ -7,8 +6,11 @@ import sys
 # deadlocks the forked workers (the PyTorch/OpenMP fork hang). Set before torch is imported.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+# The cores this process may run on: all of the machine's, or fewer under taskset or a
+# container's cpuset (multiprocessing.cpu_count() would count the machine's anyway).
+CORES = len(os.sched_getaffinity(0))
 bind = os.environ.get("WINNOW_BIND", "127.0.0.1:8000")
-workers = int(os.environ.get("WINNOW_WORKERS", multiprocessing.cpu_count()))
+workers = int(os.environ.get("WINNOW_WORKERS", CORES))
 # Threads, not sync workers: a sync worker is held for the whole of a /classify-url fetch (up to
 # WINNOW_FETCH_DEADLINE), so a few anonymous requests at a slow upstream took every worker and
 # /healthz timed out (bench/hostile.py). With threads a fetch holds one thread, and at most
@@ -44,6 +46,13 @@ def on_starting(server):
         sys.modules["torch"].set_num_threads(1)
 
 
+def post_worker_init(worker):
+    """A serving node's worker starts following its model source before its first request."""
+    model = getattr(worker.wsgi, "extensions", {}).get("winnow.model")
+    if hasattr(model, "start"):
+        model.start()
+
+
 def child_exit(server, worker):
     """Drop a dead worker's live gauges from /metrics."""
     from prometheus_client import multiprocess
@@ -57,7 +66,7 @@ def post_fork(server, worker):
     ONNX Runtime reads the share from OMP_NUM_THREADS when the worker makes its session; torch,
     if loaded, is told here (and reads the same variable if it is imported later).
     """
-    threads = max(1, multiprocessing.cpu_count() // server.cfg.workers)
+    threads = max(1, CORES // server.cfg.workers)
     os.environ["OMP_NUM_THREADS"] = str(threads)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(threads)

@@ -17,8 +17,10 @@ from webapp.web import errors
 # Exceptions that never reach a request: they stop a job or a fit from inside, they belong to
 # a terminal command (backup and restore run from the CLI only), or they are raised while a
 # version's serving spec is built at export (SpecRefused) or by a spec that export would have
-# refused (SpecError: a bug, rightly a 500).
-INTERNAL = {"Cancelled", "Stopped", "TrainingCancelled", "BackupError", "SpecRefused", "SpecError"}
+# refused (SpecError: a bug, rightly a 500), or a serving node's follower thread meets them
+# while it checks its model source (SourceError, Refused: /readyz reports them).
+INTERNAL = {"Cancelled", "Stopped", "TrainingCancelled", "BackupError", "SpecRefused", "SpecError",
+            "SourceError", "Refused"}
 
 
 def domain_errors():

@@ -36,6 +36,23 @@ data = open(picture, "rb").read()
 ranked = predictor.predict(images.decode(data, draft=predictor.draft_size))
 print(json.dumps({"label": ranked[0][0], "modules": sorted(set(sys.modules) - before)}))
 """
+# A whole serving node (WINNOW_ROLE=node) on the version's models/ folder: its page and its API.
+NODE = r"""
+import json, sys, tempfile
+before = set(sys.modules)
+from webapp.app import create_app
+bundle_dir, version, sha256, picture = sys.argv[1:5]
+models = bundle_dir.rsplit("/", 2)[0]
+app = create_app({"ROLE": "node", "MODEL_SOURCE": models, "MODEL_CACHE": tempfile.mkdtemp()})
+client = app.test_client()
+data = open(picture, "rb").read()
+answer = client.post("/api/classify", data=data, content_type="image/jpeg").get_json()
+assert answer["model"] == version, answer
+assert client.get("/").status_code == 200
+print(json.dumps({"label": answer["predictions"][0][0],
+                  "modules": sorted(set(sys.modules) - before)}))
+"""
+SCRIPTS = {"runtime": CLASSIFY, "node": NODE}
 
 
 def normal(name):
@@ -74,22 +91,22 @@ def closure(names):
 
 
 @functools.cache
-def classified(data_dir, version, sha256, tmp):
-    """Classify a JPEG in a fresh process with the runtime; return its report."""
+def classified(data_dir, version, sha256, tmp, how):
+    """Classify a JPEG in a fresh process with the runtime, or a whole node; return its report."""
     picture = Path(tmp) / "serve-requirements.jpg"
     picture.write_bytes(jpeg(tinted("red", random.Random(3), 64)))
     bundle_dir = bundle.bundle_dir(registry.models_dir(data_dir) / version)
-    run = subprocess.run([sys.executable, "-c", CLASSIFY, str(bundle_dir), version, sha256,
+    run = subprocess.run([sys.executable, "-c", SCRIPTS[how], str(bundle_dir), version, sha256,
                           str(picture)], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
     return json.loads(run.stdout.strip().splitlines()[-1])
 
 
-@pytest.fixture
-def report(trained_dir, tmp_path_factory):
+@pytest.fixture(params=["runtime", "node"])
+def report(trained_dir, tmp_path_factory, request):
     data_dir, version, metrics = trained_dir
     tmp = tmp_path_factory.getbasetemp()
-    return classified(data_dir, version, metrics["bundle"]["sha256"], tmp)
+    return classified(data_dir, version, metrics["bundle"]["sha256"], tmp, request.param)
 
 
 def test_a_serving_machine_classifies_with_only_what_requirements_serve_lists(report):

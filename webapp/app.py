@@ -14,7 +14,10 @@ from webapp.core.processes import ROOT
 from webapp.jobs import runner
 from webapp.runtime.bundle import PRECISIONS
 from webapp.web import auth, cli, cli_backup, cli_score, errors, headers, metrics, resources
-from webapp.web.views import admin, classify, clean, jobs, label, main, media, sgd
+from webapp.web.limits import limiter
+from webapp.web.views import admin, classify, clean, jobs, label, main, media, registry, sgd
+
+ROLES = ("admin", "node")
 
 
 def _secret_key(data_dir):
@@ -62,18 +65,42 @@ def create_app(test_config=None):
     if app.config["PRECISION"] not in PRECISIONS:
         raise ValueError(f"WINNOW_PRECISION={app.config['PRECISION']!r}: "
                          f"choose one of {', '.join(PRECISIONS)}")
+    if app.config["ROLE"] not in ROLES:
+        raise ValueError(f"WINNOW_ROLE={app.config['ROLE']!r}: choose one of {', '.join(ROLES)}")
+    app.jinja_env.globals["winnow_role"] = app.config["ROLE"]
+    hops = app.config["TRUSTED_PROXIES"]
+    if hops > 0:  # the client's address and scheme come from the proxies' headers
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
+    if app.config["ROLE"] == "node":
+        return _serving_node(app)
     app.config["DATA_DIR"] = str(Path(app.config["DATA_DIR"] or app.instance_path).resolve())
     _make_data_dir(Path(app.config["DATA_DIR"]), app.logger)
     # A killed run: its job row, pending version and tmp files.
     runner.reap(app.config["DATA_DIR"], sweep=True)
     app.config["SECRET_KEY"] = app.config["SECRET_KEY"] or _secret_key(app.config["DATA_DIR"])
     app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(hours=app.config["SESSION_HOURS"])
-    hops = app.config["TRUSTED_PROXIES"]
-    if hops > 0:  # the client's address and scheme come from the proxies' headers
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
 
     for extension in (metrics, resources, errors, headers, auth, cli, cli_score, cli_backup):
         extension.init_app(app)
-    for view in (main, classify, admin, sgd, jobs, media, label, clean):
+    for view in (main, classify, admin, sgd, jobs, media, label, clean, registry):
+        app.register_blueprint(view.bp)
+    app.register_blueprint(main.docs)
+    return app
+
+
+def _serving_node(app):
+    """A serving node: the public classify pages and the probes, on the model it follows.
+
+    No store, no sessions, no admin: nothing here is kept but the model cache. Its classify
+    form carries no CSRF token, as there is no login for a forged request to ride on.
+    """
+    cache = Path(app.config["MODEL_CACHE"] or Path(app.instance_path) / "model-cache").resolve()
+    _make_data_dir(cache, app.logger)
+    app.config["MODEL_CACHE"] = str(cache)
+    app.jinja_env.globals["is_admin"] = lambda: False
+    for extension in (metrics, errors, headers, limiter):
+        extension.init_app(app)
+    resources.init_node(app)
+    for view in (main, classify):
         app.register_blueprint(view.bp)
     return app

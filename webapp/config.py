@@ -20,6 +20,15 @@ def _float(name, default):
 def from_environment():
     """Return the settings that the environment gives, with Winnow's defaults."""
     return {
+        # "admin": the monolith (store, pages, jobs, training, registry). "node": a serving node
+        # that answers the public classify pages only, following the admin's registry.
+        "ROLE": os.environ.get("WINNOW_ROLE", "admin"),
+        # A node's model source: the admin node's URL (read with NODE_TOKEN) or a shared,
+        # read-only models/ directory; where it caches what it pulled; seconds between checks.
+        "MODEL_SOURCE": os.environ.get("WINNOW_MODEL_SOURCE") or None,
+        "NODE_TOKEN": os.environ.get("WINNOW_NODE_TOKEN") or None,
+        "MODEL_CACHE": os.environ.get("WINNOW_MODEL_CACHE") or None,
+        "SOURCE_POLL": _float("WINNOW_SOURCE_POLL", 1.0),
         # None means Flask's instance folder (resolved in create_app).
         "DATA_DIR": os.environ.get("WINNOW_DATA_DIR") or None,
         "SECRET_KEY": os.environ.get("WINNOW_SECRET_KEY") or None,

@@ -105,3 +105,14 @@ CREATE TABLE IF NOT EXISTS suggestions (
     confidence REAL NOT NULL,                -- that class's probability
     PRIMARY KEY (version, image_id)
 );
+
+-- Tokens that let a serving node read the model registry (webapp/model/node_tokens.py). Only
+-- the token's sha256 is kept: the token itself is shown once, when it is made.
+CREATE TABLE IF NOT EXISTS node_tokens (
+    id        INTEGER PRIMARY KEY,
+    name      TEXT NOT NULL,                 -- which node holds it, in the admin's words
+    hash      TEXT NOT NULL UNIQUE,          -- sha256 hex of the token
+    created   TEXT NOT NULL,
+    last_used TEXT,                          -- to the minute: not written on every request
+    revoked   TEXT                           -- set when revoked; a revoked token opens nothing
+);

@@ -1,5 +1,5 @@
 """Terminal commands: flask --app wsgi import-folder | import-csv | export-folder | train | demo,
-download (a URL list) and set-password."""
+download (a URL list), set-password and node-token (create | list | revoke)."""
 import click
 from flask import current_app
 from flask.cli import with_appcontext
@@ -8,7 +8,7 @@ from webapp.dataset.store import Dataset, StoreError, check_class_name
 from webapp.ingest import downloads, folders
 from webapp.jobs import runner as jobs
 from webapp.lesson import demo
-from webapp.model import registry, training
+from webapp.model import node_tokens, registry, training
 from webapp.web import auth, forms
 from webapp.web.terminal import run_in_terminal
 
@@ -193,8 +193,53 @@ def set_password_command(password_stdin):
                    err=True)
 
 
+@click.group("node-token")
+def node_token_group():
+    """Make, list and revoke the tokens serving nodes read the model registry with."""
+
+
+@node_token_group.command("create")
+@click.argument("name")
+@with_appcontext
+def create_node_token_command(name):
+    """Make a token for the node NAME and print it, once, alone on standard output."""
+    try:
+        token_id, token = node_tokens.create(current_app.config["DATA_DIR"], name)
+    except node_tokens.TokenRefused as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(token)
+    click.echo(f"Node token #{token_id}: set it as the node's WINNOW_NODE_TOKEN now; it is not "
+               "shown again.", err=True)
+
+
+@node_token_group.command("list")
+@with_appcontext
+def list_node_tokens_command():
+    """List the node tokens, newest first (their hashes stay in the store)."""
+    tokens = node_tokens.listing(current_app.config["DATA_DIR"])
+    if not tokens:
+        click.echo("no node tokens yet")
+    for t in tokens:
+        state = f"revoked {t['revoked']}" if t["revoked"] else "live"
+        click.echo(f"#{t['id']}\t{t['name']}\tcreated {t['created']}\t"
+                   f"last used {t['last_used'] or 'never'}\t{state}")
+
+
+@node_token_group.command("revoke")
+@click.argument("token_id", metavar="ID", type=click.IntRange(0, 2 ** 63 - 1))
+@with_appcontext
+def revoke_node_token_command(token_id):
+    """Revoke the node token ID: a node using it is refused from its next request on."""
+    try:
+        revoked = node_tokens.revoke(current_app.config["DATA_DIR"], token_id)
+    except node_tokens.TokenRefused as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(f"node token #{token_id} " + ("revoked" if revoked else "was revoked already"))
+
+
 def init_app(app):
     """Register the commands."""
     for command in (import_folder_command, import_csv_command, export_folder_command,
-                    train_command, demo_command, download_command, set_password_command):
+                    train_command, demo_command, download_command, set_password_command,
+                    node_token_group):
         app.cli.add_command(command)

@@ -17,6 +17,7 @@ from webapp.core.images import ImageRejected
 from webapp.dataset.store import StoreError
 from webapp.ingest.uploads import UploadRefused
 from webapp.jobs.runner import JobRefused
+from webapp.model.node_tokens import TokenRefused
 from webapp.model.notebook_import import ImportRefused
 from webapp.model.registry import ModelError
 from webapp.model.report import NoPlot
@@ -50,6 +51,7 @@ REFUSALS = [
     (TrainingRefused, 400),
     (CrossValidationRefused, 400),
     (ImportRefused, 400),
+    (TokenRefused, 400),
     (ModelError, 404),
     (NoPlot, 404),
     (JobRefused, 409),

@@ -99,9 +99,12 @@ class SqliteStorage(Storage):
 
 
 def storage_uri(config):
-    """Return where the app counts: the Redis server if one is set, else the data dir's store."""
+    """Return where the app counts: the Redis server if one is set, else the data dir's store
+    (a serving node has none: each of its workers counts in its own memory)."""
     redis_url = config["REDIS_URL"]
     if not redis_url:
+        if config.get("ROLE") == "node":
+            return "memory://"
         return f"{SCHEME}://{quote(config['DATA_DIR'])}"
     if importlib.util.find_spec("redis") is None:
         raise RuntimeError("WINNOW_REDIS_URL is set but the redis package is not installed: "

@@ -25,6 +25,15 @@ LATENCY = Histogram("winnow_request_seconds", "HTTP request latency", ["endpoint
 PREDICTIONS = Counter("winnow_predictions_total", "Predictions by top class", ["label"])
 ACTIVE_MODEL = Gauge("winnow_active_model", "1 for the model version a worker serves",
                      ["version"], multiprocess_mode="liveall")
+SOURCE_UP = Gauge("winnow_model_source_up",
+                  "A serving node's worker: 1 when its last check of the model source worked",
+                  ["source"], multiprocess_mode="liveall")
+SOURCE_CHECK_AGE = Gauge("winnow_model_source_check_age_seconds",
+                         "A serving node's worker: seconds since it last checked its model source",
+                         ["source"], multiprocess_mode="liveall")
+SOURCE_FAILURES = Counter("winnow_model_source_failures_total",
+                          "A serving node's failed checks of its model source, by kind "
+                          "(unreachable, refused)", ["kind"])
 FETCH_FAILURES = Counter("winnow_fetch_failures_total", "URL fetches that failed", ["reason"])
 
 
@@ -44,6 +53,18 @@ def set_active_model(old, new):
         ACTIVE_MODEL.labels(old).set(0)
     if new:
         ACTIVE_MODEL.labels(new).set(1)
+
+
+def record_source_failure(kind, message=None):
+    """Count one failed check of a node's model source by its kind."""
+    SOURCE_FAILURES.labels(kind).inc()
+
+
+def set_source_state(source, up, age):
+    """Publish whether this worker's model source answers, and how long ago it was checked."""
+    SOURCE_UP.labels(source).set(1 if up else 0)
+    if age is not None:
+        SOURCE_CHECK_AGE.labels(source).set(age)
 
 
 def allowed(address, nets):

@@ -10,6 +10,7 @@ from flask_wtf.csrf import CSRFProtect
 
 from webapp.dataset.store import Dataset
 from webapp.model import registry, serving
+from webapp.runtime import follow
 from webapp.web import metrics
 
 csrf = CSRFProtect()
@@ -32,17 +33,11 @@ def upload_cap(config_key):
     return decorate
 
 
-class SharedModel:
-    """The process's active classifier: loaded at start, swapped when models/ACTIVE changes."""
+class _Served:
+    """What /readyz, the pages and /metrics ask of whatever serves: the admin's or a node's."""
 
-    CHECK_EVERY = 1.0  # seconds between stats of models/ACTIVE
-
-    def __init__(self, data_dir, precision="auto"):
-        self.data_dir = data_dir
-        self.precision = precision
-        self.classifier, self.error = None, None
-        self._seen, self._checked, self._marked = None, 0.0, None
-        self._lock = threading.Lock()
+    classifier = None
+    _marked = None
 
     @property
     def version(self):
@@ -53,6 +48,33 @@ class SharedModel:
     def ready(self):
         """Tell whether a model is loaded."""
         return self.classifier is not None
+
+    def describe(self):
+        """Return how the model is served, for /readyz."""
+        served = self.classifier
+        if served is None:
+            return {}
+        return {"runtime": served.runtime, "precision": served.precision, "note": served.note}
+
+    def _mark_served_version(self):
+        # Per serving process (not the gunicorn master; a fork starts with empty metrics).
+        mark = (os.getpid(), self.version)
+        if mark != self._marked:
+            metrics.set_active_model(self._marked[1] if self._marked else None, self.version)
+            self._marked = mark
+
+
+class SharedModel(_Served):
+    """The process's active classifier: loaded at start, swapped when models/ACTIVE changes."""
+
+    CHECK_EVERY = 1.0  # seconds between stats of models/ACTIVE
+
+    def __init__(self, data_dir, precision="auto"):
+        self.data_dir = data_dir
+        self.precision = precision
+        self.classifier, self.error = None, None
+        self._seen, self._checked = None, 0.0
+        self._lock = threading.Lock()
 
     def _active_stamp(self):
         try:
@@ -75,13 +97,6 @@ class SharedModel:
             log.error("could not load the active model: %s", e)
         return self
 
-    def _mark_served_version(self):
-        # Per serving process (not the gunicorn master; a fork starts with empty metrics).
-        mark = (os.getpid(), self.version)
-        if mark != self._marked:
-            metrics.set_active_model(self._marked[1] if self._marked else None, self.version)
-            self._marked = mark
-
     def refresh(self):
         """Reload if models/ACTIVE was replaced (a cheap stat, at most once a second)."""
         self._mark_served_version()
@@ -94,6 +109,39 @@ class SharedModel:
                 self.load()
             finally:
                 self._lock.release()
+
+
+class NodeModel(_Served):
+    """A serving node's classifier: its Follower's, kept in step with the model source."""
+
+    def __init__(self, follower):
+        self.follower = follower
+
+    @property
+    def classifier(self):
+        """Return the predictor serving now (one reference: a swap cannot split a request)."""
+        return self.follower.predictor
+
+    @property
+    def error(self):
+        """Return why the node serves nothing, or its source's last error."""
+        return self.follower.last_error or (None if self.ready else "no model pulled yet")
+
+    def describe(self):
+        """Return how the model is served and the state of the model source."""
+        return {**super().describe(), "source": self.follower.describe()}
+
+    def start(self):
+        """Follow the source from this process (a gunicorn worker calls it once forked)."""
+        self.follower.start()
+
+    def refresh(self):
+        """Make sure this process follows, and publish what it serves and its source's state."""
+        self.follower.start()
+        self._mark_served_version()
+        checked = self.follower.checked_at
+        metrics.set_source_state(self.follower.source.location, self.follower.state == "ok",
+                                 time.time() - checked if checked else None)
 
 
 def data_dir():
@@ -126,5 +174,20 @@ def init_app(app):
     model = SharedModel(app.config["DATA_DIR"], app.config["PRECISION"])
     if app.config["LOAD_MODEL"]:
         model.load()
+        app.before_request(model.refresh)
+    app.extensions["winnow.model"] = model
+
+
+def init_node(app):
+    """Wire a serving node's model: the cached version now, then the source, followed from
+    each worker (gunicorn's post_worker_init starts it; the first request does otherwise)."""
+    cfg = app.config
+    source = follow.source_from_setting(cfg["MODEL_SOURCE"], cfg["NODE_TOKEN"])
+    follower = follow.Follower(source, cfg["MODEL_CACHE"], cfg["PRECISION"],
+                               poll=cfg["SOURCE_POLL"], on_failure=metrics.record_source_failure)
+    model = NodeModel(follower)
+    if cfg["LOAD_MODEL"]:
+        follower.load_cached()
+        follower.check()  # once now: a node that can reach its source starts on the active version
         app.before_request(model.refresh)
     app.extensions["winnow.model"] = model

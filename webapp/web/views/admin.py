@@ -18,7 +18,7 @@ from werkzeug.routing import BuildError
 from webapp.cleaning import scoring
 from webapp.dataset import archive
 from webapp.jobs import runner as jobs
-from webapp.model import notebook_import as model_import, registry, report, training
+from webapp.model import node_tokens, notebook_import as model_import, registry, report, training
 from webapp.web import forms
 from webapp.web.auth import admin_required, safe_next
 from webapp.web.resources import data_dir, get_dataset, get_model, upload_cap
@@ -27,7 +27,7 @@ bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 
 
-def _index(form=None, error=None, refused_by=None, status=200):
+def _index(form=None, error=None, refused_by=None, status=200, node=None):
     folder = data_dir()
     dataset = get_dataset()
     active = registry.active_version(folder)
@@ -42,6 +42,7 @@ def _index(form=None, error=None, refused_by=None, status=200):
         last_training=next(iter(jobs.recent(folder, kind="train", limit=1)), None),
         form=form or forms.form_defaults(), archs=training.ARCHS,
         error=error, refused_by=refused_by, events=dataset.history(limit=10),
+        tokens=node_tokens.listing(folder), node=node or {},
     ), status
 
 
@@ -122,6 +123,32 @@ def rollback():
         flash(f"Rolled back: model {version} is active again; every worker serves it within "
               "about a second.")
     return redirect(url_for("admin.index", _anchor="versions")), 303
+
+
+# ---- serving nodes' tokens --------------------------------------------------------------
+
+@bp.route("/node-tokens", methods=["POST"])
+@admin_required
+def create_node_token():
+    """Make a node token and show it on this page only: the store keeps its hash, no cookie it."""
+    name = request.form.get("name", "")
+    try:
+        token_id, token = node_tokens.create(data_dir(), name)
+    except node_tokens.TokenRefused as e:
+        return _index(node={"name": name, "error": f"Not made: {e}."}, status=400)
+    body, status = _index(node={"id": token_id, "name": name.strip(), "token": token})
+    return body, status, {"Cache-Control": "no-store"}
+
+
+@bp.route("/node-tokens/<int:token_id>/revoke", methods=["POST"])
+@admin_required
+def revoke_node_token(token_id):
+    """Revoke a node token; its node is refused from its next request on."""
+    if node_tokens.revoke(data_dir(), token_id):
+        flash(f"Node token #{token_id} is revoked: a node using it is refused from now on.")
+    else:
+        flash(f"Node token #{token_id} was revoked already.")
+    return redirect(url_for("admin.index", _anchor="nodes")), 303
 
 
 # ---- downloads ---------------------------------------------------------------------------
