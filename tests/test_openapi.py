@@ -12,6 +12,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from tests.conftest import PASSWORD, make_app
+from webapp.model import node_tokens
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance]
@@ -29,7 +30,8 @@ def site(tmp_path_factory, trained_dir):
     client = app.test_client()
     assert client.post("/login", data={"password": PASSWORD}).status_code == 302
     cookie = client.get_cookie("session").value
-    return app, cookie
+    _, token = node_tokens.create(data_dir, "openapi")
+    return app, {"Cookie": f"session={cookie}", "Authorization": f"Bearer {token}"}
 
 
 def test_the_document_is_served_and_valid(site):
@@ -49,8 +51,9 @@ def no_dns(monkeypatch):
 
 
 def test_every_answer_matches_the_document(site, no_dns):
-    """Each operation, with an admin's session: no 500s, documented statuses, content and shapes."""
-    app, cookie = site
+    """Each operation, with an admin's session and a node token: no 500s, documented statuses,
+    content and shapes."""
+    app, credentials = site
     api = schemathesis.openapi.from_wsgi("/api/openapi.json", app)
     checked = []
     for result in api.get_all_operations():
@@ -60,7 +63,7 @@ def test_every_answer_matches_the_document(site, no_dns):
         @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck),
                   database=None)
         def answers_as_documented(case):
-            case.call_and_validate(headers={"Cookie": f"session={cookie}"}, checks=CHECKS)
+            case.call_and_validate(headers=credentials, checks=CHECKS)
 
         answers_as_documented()
         checked.append(operation.label)

@@ -64,7 +64,8 @@ REFUSALS = [
 def wants_json():
     """Tell whether the client speaks the JSON API."""
     p = request.path
-    return p.startswith("/api/") or p == "/classify-url" or p.endswith(".json")
+    return (p.startswith(("/api/", "/registry/")) or p == "/classify-url"
+            or p.endswith(".json"))
 
 
 def sentence(text):

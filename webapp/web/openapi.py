@@ -1,10 +1,12 @@
-"""The OpenAPI 3 document of Winnow's JSON endpoints: the public API and the admin JSON lists.
+"""The OpenAPI 3 document of Winnow's JSON endpoints: the public API, the admin JSON lists and
+the registry that serving nodes read.
 
 Served at /api/openapi.json. tests/test_openapi.py runs schemathesis against it, so a response
 that drifts from what is written here fails the suite.
 """
 
 ADMIN = [{"session": []}]
+NODE = [{"nodeToken": []}]
 
 
 def _error(description):
@@ -28,6 +30,7 @@ def _query(name, schema, description):
 LIMIT = _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "items per page")
 OFFSET = _query("offset", {"type": "integer", "minimum": 0}, "items to skip")
 VERSION = _query("version", {"type": "string"}, "a registered model version (default: active)")
+VERSION_PATH = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}
 ADMIN_ERRORS = {"400": _error("a parameter is not valid"), "401": _error("not logged in"),
                 "404": _error("no such model version"),
                 "409": _error("the model has not scored the images yet: rescore first")}
@@ -42,6 +45,20 @@ def _clean_list(summary, params, item):
 SCHEMAS = {
     "Error": {"type": "object", "required": ["error"],
               "properties": {"error": {"type": "string"}}},
+    "RegistryActive": {
+        "type": "object", "required": ["version", "bundle_sha256", "reason"],
+        "properties": {"version": {"type": "string", "nullable": True},
+                       "bundle_sha256": {"type": "string", "nullable": True},
+                       "reason": {"type": "string", "nullable": True}}},
+    "ModelSource": {
+        "type": "object", "description": "a serving node's model source",
+        "required": ["location", "state", "active", "checked_s_ago", "last_error"],
+        "properties": {"location": {"type": "string"},
+                       "state": {"type": "string",
+                                 "enum": ["unknown", "ok", "unreachable", "refused"]},
+                       "active": {"type": "string", "nullable": True},
+                       "checked_s_ago": {"type": "number", "nullable": True},
+                       "last_error": {"type": "string", "nullable": True}}},
     "Classification": {
         "type": "object", "required": ["predictions", "model"],
         "properties": {
@@ -139,9 +156,37 @@ PATHS = {
     "/healthz": {"get": {"summary": "Liveness", "responses": {"200": _json({
         "type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}})}}},
     "/readyz": {"get": {"summary": "Readiness: a model is loaded", "responses": {
-        "200": _json({"type": "object", "required": ["status", "model"],
-                      "properties": {"status": {"type": "string"}, "model": {"type": "string"}}}),
+        "200": _json({"type": "object", "required": ["status", "role", "model", "runtime"],
+                      "properties": {
+                          "status": {"type": "string"},
+                          "role": {"type": "string", "enum": ["admin", "node"]},
+                          "model": {"type": "string"},
+                          "runtime": {"type": "string", "enum": ["onnx", "fastai"]},
+                          "precision": {"type": "string"}, "note": {"type": "string"},
+                          "source": _ref("ModelSource")}}),
         "503": _error("no model is loaded")}}},
+    "/registry/active": {"get": {
+        "summary": "For serving nodes: the active version and its bundle.json's sha256",
+        "security": NODE,
+        "responses": {"200": _json(_ref("RegistryActive")),
+                      "401": _error("no live node token")}}},
+    "/registry/{version}/bundle": {"get": {
+        "summary": "For serving nodes: a servable version's bundle.json, as recorded",
+        "security": NODE, "parameters": [VERSION_PATH],
+        "responses": {"200": _json({"type": "object"}), "401": _error("no live node token"),
+                      "404": _error("no such servable version"),
+                      "409": _error("the bundle on disk is not the one recorded")}}},
+    "/registry/{version}/bundle/{name}": {"get": {
+        "summary": "For serving nodes: one file that the version's bundle.json lists",
+        "security": NODE,
+        "parameters": [VERSION_PATH, {"name": "name", "in": "path", "required": True,
+                                      "schema": {"type": "string"}}],
+        "responses": {"200": {"description": "the file's bytes", "content": {
+                          "application/octet-stream": {"schema": {"type": "string",
+                                                                  "format": "binary"}}}},
+                      "401": _error("no live node token"),
+                      "404": _error("no such file in a servable version's bundle"),
+                      "409": _error("the bundle on disk is not the one recorded")}}},
     "/learn/sgd.json": {"get": {
         "summary": "SGD from scratch: a linear or logistic regression's trajectory",
         "parameters": [
@@ -187,5 +232,6 @@ def document(server_version="1"):
         "components": {
             "schemas": SCHEMAS,
             "securitySchemes": {"session": {"type": "apiKey", "in": "cookie",
-                                            "name": "session"}}},
+                                            "name": "session"},
+                                "nodeToken": {"type": "http", "scheme": "bearer"}}},
     }
