@@ -19,6 +19,7 @@ import pytest
 
 from tests.pictures import jpeg, tinted
 from tests.test_app import second_version
+from tests.test_node import second_version as bundled_version
 from webapp.model import registry
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -178,3 +179,32 @@ def test_healthz_answers_while_slow_upstreams_hold_classify_url(trained_copy, tm
             statuses = [f.result() for f in slow]
     assert all(status == 200 and s < 1 for status, s in waits), waits
     assert statuses == [504, 504]  # the fetch deadline, not the client, ended them
+
+
+def test_a_serving_node_under_gunicorn_follows_activations_under_load(trained_copy, tmp_path):
+    data_dir, v1, _ = trained_copy
+    models = registry.models_dir(data_dir)
+    with serving(tmp_path / "node-instance", tmp_path / "node.log", WINNOW_ROLE="node",
+                 WINNOW_MODEL_SOURCE=str(models),
+                 WINNOW_MODEL_CACHE=str(tmp_path / "cache")) as base:
+        assert get_json(base + "/readyz")[1]["role"] == "node"
+        v2 = bundled_version(data_dir, v1, activate=False)
+        picture = jpeg(tinted("red", random.Random(1), 48))
+
+        def classify(i):
+            if i == 40:
+                registry.activate(data_dir, v2)
+            status, body = get_json(base + "/api/classify", data=picture)
+            return status, body["model"]
+
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(classify, range(120)))
+        assert all(status == 200 for status, _ in answers)
+        deadline = time.monotonic() + 5  # the bound on a node's switch
+        while time.monotonic() < deadline:
+            served = {get_json(base + "/api/classify", data=picture)[1]["model"] for _ in range(8)}
+            if served == {v2}:
+                break
+            time.sleep(0.2)
+        assert served == {v2}
+        assert not (tmp_path / "node-instance" / "winnow.sqlite3").exists()  # no store on a node

@@ -36,8 +36,9 @@ def red_picture():
     return jpeg(tinted("red", random.Random(21), 48))
 
 
-def second_version(data_dir, version, tamper=None):
-    """Register a copy of `version` as a new, active version; `tamper(bundle_dir)` may break it."""
+def second_version(data_dir, version, tamper=None, activate=True):
+    """Register a copy of `version`, bundle included, as a new version and activate it;
+    `tamper(bundle_dir)` may break the copy's bundle first."""
     src = registry.models_dir(data_dir) / version
     dst = registry.new_version_dir(data_dir)
     for item in src.iterdir():
@@ -46,7 +47,8 @@ def second_version(data_dir, version, tamper=None):
         tamper(bundle.bundle_dir(dst))
     metrics = json.loads((src / registry.METRICS).read_text())
     new = registry.record_version(data_dir, dst, metrics, "test")
-    registry.activate(data_dir, new)
+    if activate:
+        registry.activate(data_dir, new)
     return new
 
 
