@@ -99,13 +99,12 @@ def run_job(job):
 
 def summary(version, metrics, scored, activated):
     """Return the job's result: what it made, how good it is, and the lesson's reading of it."""
-    findings = diagnosis.diagnose(metrics["history"],
-                                  n_classes=len(metrics["provenance"]["classes"]))
+    findings = diagnosis.diagnose_metrics(metrics)
     err = metrics["error_rate"]
     message = (f"Model {version}: error rate {err:.3f} after {len(metrics['history'])} epochs "
                f"in {metrics['seconds']:.0f} s; scored {scored['images']} images; "
-               + ("now active." if activated else "not activated.")
-               + f" Diagnosis: {findings[0].title.lower()}.")
+               + ("now active. " if activated else "not activated. ")
+               + diagnosis.summary_text(findings))
     return {"version": version, "error_rate": err, "activated": bool(activated),
             "scored": scored["images"], "diagnosis": [f.rule for f in findings],
             "message": message}

@@ -112,7 +112,7 @@ def version_report(data_dir, version):
     classes = (metrics.get("provenance") or {}).get("classes") or metrics.get("classes") or []
     return {
         "record": record, "metrics": metrics, "tables": epoch_tables(history),
-        "findings": diagnosis.diagnose(history, n_classes=len(classes) or None),
+        "findings": diagnosis.diagnose_metrics(metrics),
         "confusion": confusion_cells(metrics), "most_confused": metrics.get("most_confused") or [],
         "classes": classes, "provenance": metrics.get("provenance") or {},
         "changes": changes_since(data_dir, version),
@@ -120,6 +120,15 @@ def version_report(data_dir, version):
         "plots": [name for name in PLOTS if _can_plot(metrics, name)],
         "active": registry.active_version(data_dir) == version,
     }
+
+
+def problems(data_dir, version):
+    """Return the diagnosis findings that say something needs fixing in a version."""
+    try:
+        metrics = registry.version_record(data_dir, version)["metrics"]
+    except registry.ModelError:  # ACTIVE names a version with no record: the page must still open
+        return []
+    return [f for f in diagnosis.diagnose_metrics(metrics) if not f.ok]
 
 
 def _can_plot(metrics, name):

@@ -38,6 +38,7 @@ def _index(form=None, error=None, refused_by=None, status=200, node=None):
         files={v["version"]: report.available_files(folder, v["version"]) for v in versions},
         previous=registry.previous_version(folder),
         changes=report.changes_since(folder, active) if active else None,
+        problems=report.problems(folder, active) if active else [],
         running=jobs.running(folder, "train"),
         last_training=next(iter(jobs.recent(folder, kind="train", limit=1)), None),
         form=form or forms.form_defaults(), archs=training.ARCHS,
