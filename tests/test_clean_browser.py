@@ -1,4 +1,5 @@
-"""In a real browser: an admin cleans by loss, switches class and back, and undoes a delete."""
+"""In a real browser: an admin cleans by loss, switches class and back, and undoes a delete;
+deletes the most unusual picture on the Outliers tab and undoes that too."""
 import csv
 
 import numpy as np
@@ -6,7 +7,9 @@ import pytest
 
 from tests.cleaning_data import add_pictures, fake_cv_scores, fake_scores
 from tests.conftest import ARTIFACTS, PASSWORD, make_app, serving
+from webapp.cleaning import scoring
 from webapp.dataset.store import Dataset
+from webapp.model import registry
 
 
 @pytest.fixture
@@ -118,3 +121,32 @@ def test_select_many_and_keep_them_at_once_then_see_pairs_and_history(browser, l
     first.locator("button.accept").click()
     page.wait_for_selector(f".clean-card .outcome:has-text('Relabelled as {suggested}')")
     page.screenshot(path=str(ARTIFACTS / "clean-label-issues.png"), full_page=True)
+
+
+def test_the_outliers_tab_deletes_the_most_unusual_with_the_keyboard_and_undoes(browser, live):
+    url, data_dir, ids = live
+    ds = Dataset(data_dir)
+    labels = [ds.image(i)["label"] for i in ids]
+    ds.close()
+    rng = np.random.default_rng(5)
+    centres = {"red": rng.normal(size=16) * 3, "blue": rng.normal(size=16) * 3}
+    emb = np.array([centres[lbl] for lbl in labels]) + rng.normal(scale=0.5, size=(len(ids), 16))
+    emb[7] = -(centres["red"] + centres["blue"])  # pointing away from every other image
+    scoring.save_embedding_checks(registry.models_dir(data_dir) / "made-up", np.asarray(ids),
+                                  labels, ["blue", "red"], emb)
+    page = logged_in_page(browser, url)
+    page.click("nav.tabs >> text=Outliers")
+    page.wait_for_url("**/clean/outliers")
+    position = shown_ids(page).index(ids[7])
+    assert position <= 1  # at the top, with at most the image the cross-validation doubts most
+    for _ in range(position + 1):
+        page.keyboard.press("j")
+    page.keyboard.press("d")
+    page.wait_for_selector(f'.clean-card[data-image-id="{ids[7]}"] .outcome:has-text("Deleted")')
+    page.screenshot(path=str(ARTIFACTS / "clean-outliers.png"), full_page=True)
+    page.reload()
+    assert ids[7] not in shown_ids(page)
+    page.click("#undo-last button")
+    page.wait_for_selector(".flash")
+    assert f"Undone: deleted image #{ids[7]}" in page.text_content(".flash")
+    assert shown_ids(page).index(ids[7]) == position

@@ -1,4 +1,4 @@
-"""The cleaner's lists: top losses, near-duplicate pairs and suspected label errors.
+"""The cleaner's lists: top losses, near-duplicates, suspected label errors and outliers.
 
 Each list joins a model version's stored scores (scoring.py) with the images as they are now:
 losses come from the stored probabilities and each image's CURRENT label, deleted images drop
@@ -6,14 +6,15 @@ out, and images or pairs an admin kept (decisions.py) are no longer suggested.
 """
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from webapp.cleaning import crossval, decisions, near_duplicates, scoring
+from webapp.cleaning import crossval, decisions, embedding_models, near_duplicates, scoring
 from webapp.model import registry
 
 SPLITS = ("both", "train", "valid")
+NONE, MODEL_OWN, EMBEDDINGS, RETRAINING = range(4)  # where out-of-sample probabilities come from
 _cache = {}  # (kind, key...) -> a computed result; scores files change only when rescored
 
 
@@ -25,6 +26,7 @@ class Page:
     total: int
     offset: int
     limit: int
+    sources: dict = field(default_factory=dict)  # label issues: {source in words: images}
 
     @property
     def number(self):
@@ -170,37 +172,72 @@ class Cleaner:
         return _cached(("pairs", str(self.data_dir), self.version,
                         _stamp(self.data_dir, self.version, scoring.SCORES), threshold), search)
 
+    def embedding_checks(self):
+        """Return (meta, probs, covered, outlier) of the cheap embedding models, row-aligned
+        (rows they did not score: not covered, outlier NaN), or None before they ran."""
+        got = scoring.load_embedding_checks(self.data_dir, self.version)
+        if got is None:
+            return None
+        meta, a = got
+        probs = np.zeros_like(self.probs)
+        covered, outlier = np.zeros(len(self.ids), bool), np.full(len(self.ids), np.nan)
+        _, mine, theirs = np.intersect1d(self.ids, a["image_ids"], assume_unique=True,
+                                         return_indices=True)
+        probs[mine] = crossval.aligned(a["probs"][theirs], list(meta["vocab"]), self.vocab)
+        covered[mine], outlier[mine] = a["covered"][theirs], a["outlier"][theirs]
+        return meta, probs, covered, outlier
+
     def out_of_sample(self):
-        """Return (rows, probabilities) that no model saw in training: valid images, and the
-        training images a cross-validation run scored."""
-        rows = np.flatnonzero(self.valid)
-        probs = [self.probs[rows]]
+        """Return (rows, probabilities, source per row) that no model saw in training.
+
+        Each row takes the most thorough source that covers it: k-fold retraining (crossval.py)
+        for the training images it scored, else the cross-validated model on the embeddings
+        (embedding_models.py), else, for validation images, the model's own prediction.
+        """
+        source = np.where(self.valid, MODEL_OWN, NONE).astype(np.int8)
+        probs = np.where(self.valid[:, None], self.probs, 0).astype(np.float32)
+        checks = self.embedding_checks()
+        if checks is not None:
+            source[checks[2]], probs[checks[2]] = EMBEDDINGS, checks[1][checks[2]]
         cv = scoring.load_cv_scores(self.data_dir, self.version)
         if cv is not None:
             _, mine, theirs = np.intersect1d(self.ids, cv.image_ids, assume_unique=True,
                                              return_indices=True)
             train = ~self.valid[mine]
-            rows = np.concatenate([rows, mine[train]])
-            probs.append(crossval.aligned(cv.probs[theirs[train]], list(cv.vocab), self.vocab))
-        return rows, np.concatenate(probs)
+            source[mine[train]] = RETRAINING
+            probs[mine[train]] = crossval.aligned(cv.probs[theirs[train]], list(cv.vocab),
+                                                  self.vocab)
+        rows = np.flatnonzero(source != NONE)
+        return rows, probs[rows], source[rows]
+
+    def source_names(self):
+        """Return {source code: what made those probabilities, in words}."""
+        names = {MODEL_OWN: "the model's own predictions (validation images)"}
+        checks = scoring.load_embedding_checks(self.data_dir, self.version)
+        if checks is not None:
+            names[EMBEDDINGS] = embedding_models.describe(checks[0]["folds"], checks[0]["model"])
+        cv = scoring.load_cv_scores(self.data_dir, self.version)
+        if cv is not None:
+            names[RETRAINING] = f"k-fold retraining ({cv.meta['folds']} folds)"
+        return names
 
     def label_issues(self, offset=0, limit=30):
         """Return a Page of suspected label errors, most suspect first.
 
         Ranked by cleanlab's self-confidence label-quality score on out-of-sample probabilities;
-        images cleanlab's confident learning flags come first. Items say the suggested label.
+        images cleanlab's confident learning flags come first. Items say the suggested label;
+        the Page's `sources` says how many images each source of probabilities judged.
         """
-        rows, probs = self.out_of_sample()
-        known = self.label_idx[rows] >= 0
-        rows, probs = rows[known], probs[known]
+        rows, probs, source = self.out_of_sample()
+        keep = self.label_idx[rows] >= 0
         if len(rows):
-            keep = self._not_kept()[rows]
-            rows, probs = rows[keep], probs[keep]
+            keep &= self._not_kept()[rows]
+        rows, probs, source = rows[keep], probs[keep], source[keep]
         labels = self.label_idx[rows]
         quality, flagged = _cached(
             ("quality", str(self.data_dir), self.version,
-             _stamp(self.data_dir, self.version, scoring.SCORES),
-             _stamp(self.data_dir, self.version, scoring.CV_SCORES),
+             *(_stamp(self.data_dir, self.version, name)
+               for name in (scoring.SCORES, scoring.CV_SCORES, scoring.EMBEDDING_CV)),
              rows.tobytes(), labels.tobytes()),
             lambda: rank_label_issues(labels, probs))
         order = np.lexsort((quality, ~flagged))
@@ -212,15 +249,33 @@ class Cleaner:
                         suggested_probability=round(float(probs[k][best]), 4),
                         quality=round(float(quality[k]), 4), flagged=bool(flagged[k]))
             items.append(item)
-        return Page(items, len(rows), offset, limit)
+        names = self.source_names()
+        counts = {names[c]: int(n) for c, n in zip(*np.unique(source, return_counts=True),
+                                                   strict=True)}
+        return Page(items, len(rows), offset, limit, counts)
+
+    def outliers(self, offset=0, limit=30):
+        """Return a Page of images by outlier score (embedding_models.py), most unusual first,
+        or None when the version was scored before outlier scores existed."""
+        checks = self.embedding_checks()
+        if checks is None:
+            return None
+        score = checks[3]
+        rows = np.flatnonzero(~np.isnan(score) & self._not_kept())
+        rows = rows[np.argsort(-score[rows], kind="stable")]
+        return Page([self.item(n, score[n]) for n in rows[offset:offset + limit]],
+                    len(rows), offset, limit)
 
     def coverage(self):
-        """Say which images the label-issue list can judge: valid always, train after CV."""
+        """Say which images the label-issue list can judge, and from which source."""
         cv = scoring.load_cv_scores(self.data_dir, self.version)
+        checks = self.embedding_checks()
         n_train = int((~self.valid).sum())
         covered = int(np.isin(self.ids[~self.valid], cv.image_ids).sum()) if cv is not None else 0
         return {"valid": int(self.valid.sum()), "train": n_train, "train_covered": covered,
-                "cv": cv.meta if cv is not None else None}
+                "cv": cv.meta if cv is not None else None,
+                "embedding": checks[0] if checks else None,
+                "embedding_covered": int(checks[2].sum()) if checks else 0}
 
 
 def rank_label_issues(labels, probs):

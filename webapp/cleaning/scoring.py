@@ -3,7 +3,9 @@
 A version's scores live beside its export.pkl: `models/<version>/scores.npz` (image ids, class
 probabilities as float32, penultimate activations as float16) and `scores.json` (vocab, counts,
 timing). Losses are not stored: the cleaner computes them from the probabilities and each
-image's current label, so a relabel re-ranks at once.
+image's current label, so a relabel re-ranks at once. Right after scoring, the cheap models of
+embedding_models.py run on the embeddings (`embedding_cv.npz`: out-of-fold probabilities and
+outlier scores) and the near-duplicate search stores its pairs (`pairs.npz`).
 """
 import json
 import time
@@ -12,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from webapp.cleaning import near_duplicates
+from webapp.cleaning import embedding_models, near_duplicates
 from webapp.core import files, images
 from webapp.dataset.store import Dataset
 from webapp.model import registry
@@ -25,6 +27,8 @@ CV_META = "cv_scores.json"
 PAIRS = "pairs.npz"  # near-duplicate pairs at or above PAIRS_FLOOR, found right after scoring
 PAIRS_META = "pairs.json"
 PAIRS_FLOOR = 0.8
+EMBEDDING_CV = "embedding_cv.npz"  # out-of-fold probabilities and outlier scores (embedding_models)
+EMBEDDING_CV_META = "embedding_cv.json"
 
 
 class ScoringError(RuntimeError):
@@ -122,6 +126,8 @@ def score_version(data_dir, version, on_progress=None, batch_size=64):
     save_arrays(vdir / SCORES, vdir / SCORES_META, meta,
                 image_ids=ids, probs=probs.astype(np.float32), embeddings=embs)
     save_pairs(vdir, ids, embs)
+    labels = {r["id"]: r["label"] for r in rows}
+    save_embedding_checks(vdir, ids, [labels[int(i)] for i in ids], clf.vocab, embs)
     return meta
 
 
@@ -135,6 +141,23 @@ def save_pairs(version_dir, ids, embeddings):
             "seconds": round(time.monotonic() - started, 2)}
     save_arrays(version_dir / PAIRS, version_dir / PAIRS_META, meta,
                 first=first, second=second, similarity=sims)
+
+
+def save_embedding_checks(version_dir, ids, labels, vocab, embeddings):
+    """Fit the cheap models on the embeddings once: every image's out-of-fold probabilities
+    (under the labels it has now) and outlier score."""
+    started = time.monotonic()
+    index = {c: i for i, c in enumerate(vocab)}
+    y = np.fromiter((index.get(lbl, -1) for lbl in labels), np.int64, len(labels))
+    probs, covered, folds = embedding_models.out_of_fold_probs(embeddings, y, len(vocab))
+    outlier = embedding_models.outlier_scores(embeddings, y, probs, covered)
+    meta = {"vocab": list(vocab), "model": embedding_models.MODEL, "folds": folds,
+            "images": int(len(ids)), "covered": int(covered.sum()),
+            "neighbours": embedding_models.NEIGHBOURS,
+            "seconds": round(time.monotonic() - started, 2)}
+    save_arrays(version_dir / EMBEDDING_CV, version_dir / EMBEDDING_CV_META, meta,
+                image_ids=ids, probs=probs, covered=covered, outlier=outlier)
+    return meta
 
 
 def load_arrays(data_dir, version, npz, meta_name, names):
@@ -171,6 +194,13 @@ def load_cv_scores(data_dir, version):
     got = load_arrays(data_dir, version, CV_SCORES, CV_META, ("image_ids", "probs"))
     return None if got is None else Scores(version, got[0]["vocab"], got[1]["image_ids"],
                                            got[1]["probs"], None, got[0])
+
+
+def load_embedding_checks(data_dir, version):
+    """Return (meta, {image_ids, probs, covered, outlier}) stored for a version, or None
+    (versions scored before these checks existed: rescoring adds them)."""
+    return load_arrays(data_dir, version, EMBEDDING_CV, EMBEDDING_CV_META,
+                       ("image_ids", "probs", "covered", "outlier"))
 
 
 def load_pairs(data_dir, version):

@@ -93,7 +93,12 @@ SCHEMAS = {
     "IssueList": {"type": "object", "required": ["version", "total", "items", "ranked_by"],
                   "properties": {
                       "version": {"type": "string"}, "total": {"type": "integer"},
-                      "ranked_by": {"type": "string"},
+                      "ranked_by": {"type": "string", "description": "the score, and which "
+                                    "sources of out-of-sample probabilities judged the images"},
+                      "sources": {"type": "array", "items": {
+                          "type": "object", "required": ["source", "images"],
+                          "properties": {"source": {"type": "string"},
+                                         "images": {"type": "integer"}}}},
                       "items": {"type": "array", "items": {"allOf": [_ref("Item"), {
                           "type": "object",
                           "required": ["suggested", "suggested_probability", "quality",
@@ -102,6 +107,13 @@ SCHEMAS = {
                                          "suggested_probability": {"type": "number"},
                                          "quality": {"type": "number"},
                                          "flagged": {"type": "boolean"}}}]}}}},
+    "OutlierList": {"type": "object", "required": ["version", "total", "items", "ranked_by"],
+                    "properties": {
+                        "version": {"type": "string"}, "total": {"type": "integer"},
+                        "ranked_by": {"type": "string"},
+                        "items": {"type": "array", "items": {"allOf": [_ref("Item"), {
+                            "type": "object", "required": ["score"],
+                            "properties": {"score": {"type": "number"}}}]}}}},
     "Job": {"type": "object",
             "required": ["id", "kind", "status", "percent", "message", "items", "counts"],
             "properties": {
@@ -210,6 +222,9 @@ PATHS = {
                               "maximum": 1}, "cosine similarity at least")], "PairList"),
     "/clean/label-issues.json": _clean_list(
         "Suspected label errors, lowest label quality first", [], "IssueList"),
+    "/clean/outliers.json": _clean_list(
+        "Images by outlier score (unlike any other in the embedding), most unusual first", [],
+        "OutlierList"),
     "/jobs/{job_id}.json": {"get": {
         "summary": "A job's status, and its item outcomes after ?after=<item id>",
         "security": ADMIN,

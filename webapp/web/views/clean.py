@@ -1,4 +1,5 @@
-"""The cleaner: top losses, near-duplicates, suspected label errors, decisions, undo, history."""
+"""The cleaner: top losses, near-duplicates, suspected label errors, outliers, decisions, undo,
+history."""
 from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, url_for
 
 from webapp.cleaning import crossval, decisions, lists as cleaning
@@ -9,7 +10,7 @@ from webapp.web.auth import admin_required, safe_next
 from webapp.web.resources import data_dir, get_dataset
 
 bp = Blueprint("cleaning", __name__, url_prefix="/clean")
-PER_PAGE = {"losses": 48, "pairs": 20, "issues": 36, "history": 50}
+PER_PAGE = {"losses": 48, "pairs": 20, "issues": 36, "outliers": 48, "history": 50}
 MAX_LIMIT = 1000
 DEFAULT_THRESHOLD = 0.95
 
@@ -123,8 +124,32 @@ def label_issues_json():
     cleaner = _scored_or_409(_cleaner())
     page = cleaner.label_issues(_int_arg("offset", 0, 0, 10**9),
                                 _int_arg("limit", 100, 1, MAX_LIMIT))
+    sources = "; ".join(f"{name} for {n}" for name, n in page.sources.items())
     return jsonify(version=cleaner.version, total=page.total, items=page.items,
-                   ranked_by="label quality (self-confidence), lowest first")
+                   ranked_by="label quality (self-confidence), lowest first, on out-of-sample "
+                             f"probabilities from {sources or 'no source'}",
+                   sources=[{"source": name, "images": n} for name, n in page.sources.items()])
+
+
+@bp.route("/outliers")
+@admin_required
+def outliers():
+    cleaner = _cleaner()
+    offset = _int_arg("offset", 0, 0, 10**9)
+    page = cleaner.outliers(offset, PER_PAGE["outliers"]) if cleaner.scored else None
+    return _render("clean/outliers.html", cleaner, page=page, link_args=_list_args({}))
+
+
+@bp.route("/outliers.json")
+@admin_required
+def outliers_json():
+    cleaner = _scored_or_409(_cleaner())
+    page = cleaner.outliers(_int_arg("offset", 0, 0, 10**9), _int_arg("limit", 100, 1, MAX_LIMIT))
+    if page is None:
+        abort(409, description="these scores have no outlier scores yet: rescore first")
+    return jsonify(version=cleaner.version, total=page.total, items=page.items,
+                   ranked_by=f"outlier score ({cleaning.embedding_models.OUTLIER_METHOD}), "
+                             "highest first")
 
 
 def _next_url():
