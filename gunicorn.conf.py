@@ -24,8 +24,14 @@ threads = int(os.environ.get("WINNOW_THREADS", 8))
 preload_app = True  # load the learner once, before forking: workers share its weights
 timeout = 120  # restarts a hung worker only: the gthread loop heartbeats whatever threads wait on
 graceful_timeout = 30
-max_requests = 1000
-max_requests_jitter = 100
+# A worker restarts after this many requests, a guard against slow leaks. A serving node's worker
+# is small and holds only the runtime, and a restart costs it a model check, so it goes longer.
+max_requests = int(os.environ.get(
+    "WINNOW_MAX_REQUESTS", 20000 if os.environ.get("WINNOW_ROLE") == "node" else 1000))
+max_requests_jitter = max_requests // 10
+# No control socket: its default path is one per user, so two instances on one machine (an admin
+# and a node, or the nodes of bench/scaleout.py) would fight over it, and Winnow does not use it.
+control_socket_disable = True
 accesslog = "-"
 # logfmt: one key=value line per request, easy to grep and to ship to a log store.
 access_log_format = ('remote=%(h)s method=%(m)s path="%(U)s" status=%(s)s bytes=%(B)s ms=%(M)s '
@@ -51,6 +57,21 @@ def post_worker_init(worker):
     model = getattr(worker.wsgi, "extensions", {}).get("winnow.model")
     if hasattr(model, "start"):
         model.start()
+
+
+def worker_exit(server, worker):
+    """End a worker without running native libraries' exit handlers.
+
+    ONNX Runtime's, in a process forked from a master that loaded a model, abort the exit
+    ("terminate called after throwing std::system_error"), which turns every graceful stop or
+    max_requests restart into a SIGABRT in the log. Nothing is left to flush by now but stdio.
+    """
+    if "onnxruntime" in sys.modules:
+        exiting = sys.exc_info()[1]
+        code = exiting.code if isinstance(exiting, SystemExit) else 1
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code if isinstance(code, int) else (0 if code is None else 1))
 
 
 def child_exit(server, worker):

@@ -158,6 +158,40 @@ def test_an_active_version_without_a_bundle_is_reported_and_the_last_good_serves
     assert ready["model"] == v1 and "no serving bundle" in ready["source"]["last_error"]
 
 
+def test_a_roll_back_swaps_in_the_version_this_process_checked_before_at_once(node,
+                                                                              monkeypatch):
+    app, data_dir, v1 = node
+    follower = app.extensions["winnow.model"].follower
+    v2 = second_version(data_dir, v1)
+    follower.check()
+    assert follower.version == v2
+    # Rolling back needs no second load: the checked v1 predictor is still in memory.
+    monkeypatch.setattr(follow.rt, "load", lambda *a, **k: pytest.fail("loaded again"))
+    registry.activate(data_dir, v1, kind="rollback")
+    follower.check()
+    assert follower.version == v1 and follower.state == "ok"
+    assert classify(app.test_client())["model"] == v1
+    # ... and the cache says so, for a restart while the admin is down.
+    assert follower.cache.current()[0] == v1
+
+
+def test_a_worker_behind_its_node_catches_up_from_the_cache_while_the_source_is_down(
+        node, tmp_path):
+    app, data_dir, v1 = node
+    follower = app.extensions["winnow.model"].follower
+    forked_from_master = (follower.predictor, follower.sha256)  # what the master had loaded
+    v2 = second_version(data_dir, v1)
+    follower.check()  # another worker of the node moved on to v2 and cached it
+    assert follower.version == v2
+    # A worker forked from the master, which still holds v1, starts while the admin is down.
+    late = follow.Follower(follow.DirectorySource(tmp_path / "unmounted"),
+                           app.config["MODEL_CACHE"])
+    late._swap(*forked_from_master)
+    assert late.version == v1
+    late.check()
+    assert late.version == v2 and late.state == "unreachable"
+
+
 def test_a_node_started_while_its_source_is_down_serves_its_cache(node, tmp_path):
     app, data_dir, v1 = node
     cache = app.config["MODEL_CACHE"]

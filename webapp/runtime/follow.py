@@ -22,6 +22,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from webapp.runtime import bundle as rt
 CURRENT = "CURRENT"
 VERSIONS = "versions"
 KEEP = 3  # cached versions kept: the current one and the ones a roll back most likely wants
+IN_MEMORY = 2  # checked predictors a process keeps: the one serving and the one before it
 RETRY_REFUSED = 60.0  # seconds before a refused bundle (same version, same sha256) is tried again
 VERSION_ID = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,63}$")
 CHUNK = 1 << 20
@@ -306,6 +308,9 @@ class Follower:
         self.state, self.last_error, self.source_active = "unknown", None, None
         self.checked_at, self.loaded_at = None, None
         self._refused = {}  # (version, sha256) -> when it was refused
+        # Predictors this process loaded and checked, by (version, sha256): a roll back to the
+        # version served just before swaps it in at once, without loading and checking it again.
+        self._loaded = OrderedDict()
         self._lock = threading.Lock()  # one check at a time
         self._starting = threading.Lock()
         self._thread_pid = None
@@ -322,15 +327,34 @@ class Follower:
             return self
         version, sha = current
         try:
-            self._swap(rt.load(self.cache.dir_of(version), version, self.precision,
-                               expected_sha256=sha), sha)
+            self._swap(self._loaded.get(current) or rt.load(
+                self.cache.dir_of(version), version, self.precision, expected_sha256=sha), sha)
         except (rt.BundleError, OSError, ValueError, KeyError) as e:
+            self._refused[current] = time.time()
             self._failed("refused", f"the cached version {version} cannot serve: {e}")
         return self
+
+    def _catch_up_with_cache(self):
+        """With the source unreachable, serve the version the node's cache last loaded, if this
+        process serves another: a worker forked from an older master, say, or one that missed
+        the last switch another worker of the node made before the source went away."""
+        current = self.cache.current()
+        if current is None or current == (self.version, self.sha256):
+            return
+        refused_at = self._refused.get(current)
+        if refused_at is not None and time.time() - refused_at < RETRY_REFUSED:
+            return
+        log.info("model source unreachable: serving the node's cached version %s", current[0])
+        self.load_cached()
 
     def _swap(self, predictor, sha):
         self.predictor, self.sha256 = predictor, sha
         self.loaded_at = time.time()
+        key = (predictor.version, sha)
+        self._loaded[key] = predictor
+        self._loaded.move_to_end(key)
+        while len(self._loaded) > IN_MEMORY:
+            self._loaded.popitem(last=False)
         log.info("serving model %s (%s)", predictor.version, predictor.precision)
 
     def _failed(self, state, message):
@@ -350,6 +374,7 @@ class Follower:
             active = self.source.active()
         except SourceError as e:
             self._failed("unreachable", str(e))
+            self._catch_up_with_cache()
             return
         self.source_active = active.version
         if active.version is None or active.bundle_sha256 is None:
@@ -362,6 +387,15 @@ class Follower:
         refused_at = self._refused.get(key)
         if refused_at is not None and time.time() - refused_at < RETRY_REFUSED:
             return  # still refused: the state and the error say why
+        if key in self._loaded:  # a roll back to a version this process checked already
+            self._swap(self._loaded[key], active.bundle_sha256)
+            self.state, self.last_error = "ok", None
+            try:  # the cache's copy marked as used, and as the one to serve after a restart
+                os.utime(self.cache.dir_of(active.version))
+                self.cache.set_current(*key)
+            except OSError:
+                pass  # pruned by another worker: the next restart pulls it again
+            return
         try:
             with self.cache.locked():
                 path = self.cache.pull(self.source, active)
@@ -372,6 +406,7 @@ class Follower:
                 self.cache.prune(KEEP)
         except SourceError as e:
             self._failed("unreachable", str(e))
+            self._catch_up_with_cache()
             return
         except (Refused, rt.BundleError, OSError, ValueError, KeyError) as e:
             self._refused[key] = time.time()
