@@ -66,6 +66,8 @@ from PIL import Image, ImageDraw, ImageFilter
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from machine import cpu_model, loadavg  # noqa: E402  (bench/machine.py, beside this script)
+
 # Three scenes a model tells apart by their light: (sky colour at the top, at the bottom).
 SCENES = {"dusk": ((235, 120, 60), (70, 30, 60)), "sea": ((150, 200, 240), (20, 60, 120)),
           "meadow": ((190, 220, 120), (40, 100, 30))}
@@ -195,19 +197,6 @@ def cold_worker(bundle_dir, version, sha256, threads, picture, runs):
             "torch_free": all(not o["heavy"] for o in outs)}
 
 
-def cpu_model():
-    """Return the CPU's model name from /proc/cpuinfo."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
-
-
-def loadavg():
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main():

@@ -85,6 +85,7 @@ for _path in (str(ROOT), str(BENCH)):
         sys.path.insert(0, _path)
 
 import serve  # noqa: E402  (bench/serve.py: request_pictures, free_port, CPU accounting)
+from machine import cpu_model, loadavg  # noqa: E402  (bench/machine.py)
 from switch import Admin  # noqa: E402  (bench/switch.py: an admin's session over HTTP)
 
 SITE = ROOT / "deploy" / "nginx" / "winnow.conf"
@@ -101,10 +102,6 @@ BenchError = serve.BenchError  # the benchmark cannot go on; the message says wh
 
 def say(msg):
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def loadavg():
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 class Deadline:
@@ -739,7 +736,7 @@ def _raise_exit(signum, frame):
 def run(args, work, procs):
     """Prepare, start, measure; return the report's lines and its JSON object."""
     deadline = Deadline(args.max_seconds)
-    cpu, load_before = serve_cpu_model(), loadavg()
+    cpu, load_before = cpu_model(), loadavg()
     cores = sorted(os.sched_getaffinity(0))
     say(f"CPU: {cpu}, usable cores {len(cores)}; load average before: {load_before}")
     if len(cores) < NODES:
@@ -809,16 +806,6 @@ def run(args, work, procs):
     load_after = loadavg()
     return report(args, cpu, load_before, load_after, rps, blocks, phase_a, phase_b, switches,
                   events, wall_b, nodes, v1)
-
-
-def serve_cpu_model():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 def kinds(results):
