@@ -12,7 +12,8 @@ from tests.pictures import jpeg, tinted
 from webapp.dataset.store import Dataset
 
 PAGES = ["/", "/learn/sgd", "/login", "/admin/", "/label/", "/label/upload", "/label/urls",
-         "/label/queue", "/clean/", "/clean/duplicates", "/clean/label-issues", "/clean/history",
+         "/label/queue", "/clean/", "/clean/duplicates", "/clean/label-issues", "/clean/outliers",
+         "/clean/history",
          "/jobs/", "/admin/models/import"]
 # Chromium reports each refusal both as a DOM event and on the console; keep both.
 WATCH_VIOLATIONS = """window.__violations = [];
