@@ -27,10 +27,10 @@
 
   function render(root, job) {
     text(root, ".job-status", job.status);
-    text(root, ".job-phase", job.phase || "");
+    text(root, ".job-phase", FINISHED.includes(job.status) ? "" : job.phase || ""); // not "succeeded downloading"
     const bar = root.querySelector(".job-bar");
     if (bar && job.percent !== null) bar.value = job.percent;
-    text(root, ".job-count", job.total ? `${job.done} / ${job.total}` : `${job.done}`);
+    text(root, ".job-count", job.total ? `${job.done} / ${job.total}` : job.done ? `${job.done}` : "");
     text(root, ".job-percent", job.percent !== null ? `${job.percent}%` : "");
     text(root, ".job-eta", job.eta_seconds !== null ? `about ${Math.round(job.eta_seconds)} s left` : "");
     text(root, ".job-message", job.message || "");
@@ -46,8 +46,13 @@
       }));
     }
     const counts = document.querySelector(".job-counts");
-    if (counts && job.counts) {
-      counts.textContent = Object.entries(job.counts).map(([k, n]) => `${k}: ${n}`).join("  ");
+    if (counts && job.counts) { // the same pills the page drew
+      counts.replaceChildren(...Object.entries(job.counts).flatMap(([k, n]) => {
+        const pill = document.createElement("span");
+        pill.className = `pill ${k}`;
+        pill.textContent = `${k}: ${n}`;
+        return [pill, " "];
+      }));
     }
     if (FINISHED.includes(job.status)) {
       const cancel = root.querySelector(".job-cancel");

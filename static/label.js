@@ -19,14 +19,19 @@
     return tr;
   }
 
+  // Link an outcome's image: the detail's own "image #N" ("same picture as image #3"), else in front.
   function link(tr, href, imageId) {
     const cell = tr.cells[tr.cells.length - 1];
     if (cell.querySelector("a")) return;
+    const ref = `image #${imageId}`;
     const a = document.createElement("a");
     a.className = "image-link";
     a.href = href;
-    a.textContent = `image #${imageId}`;
-    cell.append(" ", a);
+    a.textContent = ref;
+    const text = cell.textContent;
+    const at = text.indexOf(ref);
+    if (at < 0) cell.replaceChildren(a, text ? ` ${text}` : "");
+    else cell.replaceChildren(text.slice(0, at), a, text.slice(at + ref.length));
   }
 
   function batches(files) {
@@ -45,6 +50,12 @@
     return out;
   }
 
+  // An upload's id: its batches name it, so the server lists them as one import.
+  function uploadId() {
+    const bytes = crypto.getRandomValues(new Uint8Array(16)); // randomUUID needs https
+    return [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
   // ---- uploads: send the chosen or dropped files in batches, showing each file's outcome ----
   function setUpUpload(form) {
     const input = form.querySelector("#files");
@@ -54,9 +65,27 @@
     const body = document.querySelector("#upload-results tbody");
     const summary = document.getElementById("upload-summary");
     const button = form.querySelector("button[type=submit]");
+    let sending = null; // the upload under way: leaving the page now would drop its other batches
+
+    // Tell the server the rest of an upload will not come, so its import says it was cut short.
+    function stopped(id) {
+      const data = new FormData();
+      data.append("csrf_token", form.elements.csrf_token.value);
+      data.append("upload_id", id);
+      navigator.sendBeacon(form.dataset.stopped, data);
+    }
+
+    // While batches remain, leaving the page asks first.
+    window.addEventListener("beforeunload", (e) => {
+      if (!sending) return;
+      e.preventDefault();
+      e.returnValue = "";
+    });
+    window.addEventListener("pagehide", () => { if (sending) stopped(sending); });
 
     async function send(files) {
       if (!files.length) return;
+      const id = uploadId();
       const counts = {};
       let done = 0;
       bar.hidden = false;
@@ -65,12 +94,15 @@
       card.hidden = false;
       body.textContent = "";
       button.disabled = true;
+      sending = id;
       try {
         for (const batch of batches(files)) {
           status.textContent = `Uploading ${done + 1}–${done + batch.length} of ${files.length}…`;
           const data = new FormData();
           data.append("csrf_token", form.elements.csrf_token.value);
           data.append("label", form.elements.label.value);
+          data.append("upload_id", id);
+          data.append("upload_total", files.length);
           batch.forEach((f) => data.append("files", f, f.name));
           const res = await fetch(form.dataset.json, { method: "POST", body: data, headers: { Accept: "application/json" } });
           const answer = await res.json().catch(() => ({ error: `the server answered ${res.status}` }));
@@ -89,7 +121,9 @@
         status.textContent = `Uploaded ${done} of ${files.length}.`;
       } catch (e) {
         status.textContent = `The upload stopped after ${done} of ${files.length} files: ${e.message}. Those shown are stored.`;
+        stopped(id);
       }
+      sending = null;
       summary.textContent = `stored ${counts.stored || 0}, duplicates ${counts.duplicate || 0}, rejected ${counts.rejected || 0}`;
       button.disabled = false;
       input.value = "";
@@ -126,6 +160,12 @@
       else if (e.key === "Enter") {
         const s = document.getElementById("suggestion");
         target = s && document.querySelector(`.class-button[data-label="${CSS.escape(s.dataset.label)}"]`);
+        const queue = document.getElementById("queue");
+        if (!target && queue && !e.target.closest("button, a")) { // nothing to accept: say why
+          e.preventDefault();
+          document.getElementById("queue-said").textContent = queue.dataset.noSuggestion;
+          return;
+        }
       } else if (e.key.toLowerCase() === "s" || e.key === "ArrowRight") target = document.getElementById("skip");
       else if (e.key.toLowerCase() === "d" || e.key === "Delete") target = document.getElementById("delete");
       else if (undo) target = document.getElementById("undo");

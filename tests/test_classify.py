@@ -139,3 +139,10 @@ def test_the_page_classifies_a_picture_by_its_address(url_client, httpserver):
     html = r.get_data(as_text=True)
     assert r.status_code == 400 and "cannot be used" in html
     assert 'value="http://10.0.0.1/x.jpg"' in html
+    httpserver.expect_request("/page.html").respond_with_data("<html>hi</html>",
+                                                              content_type="text/html")
+    page_url = httpserver.url_for("/page.html")
+    r = client.post("/classify", data={"csrf_token": token, "url": page_url})
+    html = r.get_data(as_text=True)
+    assert r.status_code == 400 and "The picture at that address cannot be classified" in html
+    assert "That file" not in html  # a URL is not a file

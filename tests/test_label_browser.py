@@ -98,3 +98,61 @@ def test_an_admin_builds_a_two_class_dataset_in_the_browser(browser, tmp_path):
     csv_rows = (data_dir / "cleaned.csv").read_text().splitlines()[1:]
     assert sorted(row.split(",")[1] for row in csv_rows) == ["blue"] * 2 + ["red"] * 4
     ds.close()
+
+
+def test_refusals_keep_what_was_typed_and_imports_and_the_queue_say_what_happened(browser,
+                                                                                 tmp_path):
+    data_dir = tmp_path / "data"
+    app = make_app(data_dir, TESTING=False, FETCH_ALLOW_NETS="127.0.0.1/32")
+    ds = Dataset(data_dir)
+    waiting = ds.add_image(jpeg(tinted("blue", random.Random(5), 64))).image_id
+    ds.close()
+    with serving(app) as url, pictures_server() as web:
+        page = browser.new_page(viewport={"width": 1100, "height": 800})
+        page.goto(url + "/label/")
+        page.fill("#password", PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_url("**/label/")
+
+        page.fill("#class-name", "red/blue")  # not a class name: the form says why, and keeps it
+        page.click("#new-class button")
+        page.wait_for_selector("#new-class + .error-message")
+        assert "not a usable class name" in page.text_content("#new-class + .error-message")
+        assert page.input_value("#class-name") == "red/blue"
+        page.fill("#class-name", "red")
+        page.click("#new-class button")
+        page.wait_for_selector('tr[data-class="red"]')
+
+        page.goto(url + "/label/urls")
+        page.select_option("#label", "red")
+        page.fill("#urls", "null")
+        page.click("#urls-form button[type=submit]")  # no URL in it: the form again, class kept
+        page.wait_for_selector("#urls-form .error-message")
+        assert "1 line is not a web address" in page.text_content("#urls-form .error-message")
+        assert page.input_value("#label") == "red" and page.input_value("#urls") == "null"
+        page.screenshot(path=str(ARTIFACTS / "label-urls-refused.png"), full_page=True)
+
+        page.fill("#urls", "\n".join([f"{web}/red7.jpg", f"{web}/red7.jpg",
+                                      f"{web}/red7.jpg?again=1"]))
+        page.click("#urls-form button[type=submit]")
+        page.wait_for_url("**/label/imports/*")
+        assert page.text_content(".flash.warning") == "1 repeated URL was taken once."
+        page.wait_for_selector(".job-status:text('succeeded')", timeout=30_000)
+        page.wait_for_selector("#import-items tr.duplicate a.image-link")
+        assert page.text_content(".job-phase") == ""  # "succeeded", not "succeeded downloading"
+        twin = " ".join(page.text_content("#import-items tr.duplicate td:last-child").split())
+        stored = page.text_content("#import-items tr.stored a.image-link")
+        assert twin == f"same picture as {stored}"  # named once, as the link
+        assert page.text_content(".job-detail").strip() == ""  # the counts once: the pills
+        assert page.text_content(".job-counts").split() == ["duplicate:", "1", "stored:", "1"]
+        page.screenshot(path=str(ARTIFACTS / "label-import-duplicate.png"), full_page=True)
+
+        page.goto(url + "/label/queue")  # no model is active
+        assert "Enter" not in page.text_content(".queue-controls .hint")
+        page.keyboard.press("Enter")
+        assert "no model is active" in page.text_content("#queue-said")
+        page.screenshot(path=str(ARTIFACTS / "label-queue-no-model.png"), full_page=True)
+        with page.expect_navigation():
+            page.keyboard.press("s")
+        assert page.text_content(".flash") == (
+            f"Skipped image #{waiting}: it comes back at the end of the queue.")

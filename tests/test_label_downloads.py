@@ -1,5 +1,6 @@
 """URL lists: the lesson's files parsed, downloaded in parallel as a job, each URL accounted for."""
 import random
+import re
 import time
 from pathlib import Path
 
@@ -9,6 +10,7 @@ from werkzeug import Request, Response
 from tests.conftest import serving
 from tests.pictures import jpeg, tinted
 from tests.test_jobs import wait_for
+from webapp.core import db
 from webapp.dataset.store import Dataset
 from webapp.ingest import downloads
 from webapp.jobs import runner as jobs
@@ -91,7 +93,7 @@ def test_a_pasted_list_keeps_each_url_once_in_order():
         "# a comment\nhttps://a.example/3.jpg?w=100,h=80\n")
     assert found.urls == ["https://a.example/1.jpg", "https://a.example/2.jpg",
                           "https://a.example/3.jpg?w=100,h=80"]
-    assert found.repeated == 1 and found.notes() == ["1 repeated URLs were taken once"]
+    assert found.repeated == 1 and found.notes() == ["1 repeated URL was taken once"]
 
 
 def test_the_lessons_snippet_csv_is_read_with_its_nulls_reported():
@@ -101,7 +103,7 @@ def test_the_lessons_snippet_csv_is_read_with_its_nulls_reported():
     assert found.urls == ["https://encrypted-tbn0.gstatic.com/images?q=tbn:ANd9&s",
                           "http://b.example/x.png"]
     assert found.not_urls == [(2, "null")]
-    assert "1 lines are not web addresses: line 2 ('null')" in found.notes()
+    assert "1 line is not a web address: line 2 ('null')" in found.notes()
 
 
 def test_a_csv_with_a_header_and_columns_gives_the_url_column():
@@ -115,6 +117,7 @@ def test_the_maximum_count_takes_the_first_urls():
     found = downloads.parse_url_list(text, limit=3)
     assert found.urls == [f"https://a.example/{i}.jpg" for i in range(3)]
     assert found.over_limit == 7
+    assert found.notes() == ["7 URLs past the maximum count were left out"]
 
 
 # ---- downloading: every URL's outcome is what the server did ---------------------------------
@@ -218,21 +221,46 @@ def test_an_admin_pastes_a_list_and_watches_each_url_arrive(url_app, tmp_path):
     assert job["status"] == "succeeded", jobs.read_log(data_dir, job_id)
     assert job["params"]["workers"] == 4
     page = client.get(f"/label/imports/{job_id}").get_data(as_text=True)
-    assert "<progress" in page and "1 lines are not web addresses" in page
+    assert "<progress" in page
+    assert '<p class="flash warning" role="status">1 line is not a web address' in page
+    assert "stored: <strong>" not in page  # the counts once, as the items' pills
     for path in (*TWINS, *EXPECTED):
         assert base + path in page
     assert page.count('class="stored"') == 4 and page.count('class="failed"') == 4
     assert 'href="/media/' in page  # stored and duplicate pictures are linked
+    twin = re.search(r'same picture as <a class="image-link" href="/media/(\d+)">image #(\d+)</a>',
+                     page)
+    assert twin and twin.group(1) == twin.group(2)  # named once, as the link
     overview = client.get("/label/").get_data(as_text=True)
     assert f'/label/imports/{job_id}"' in overview and "stored: 4" in overview
 
 
-def test_a_list_without_urls_is_refused_with_the_reason(admin, client):
-    r = client.post("/label/urls",
-                    data={"urls": "null\nnot a url\n", "csrf_token": admin.csrf_token()})
+def test_an_import_not_started_yet_shows_no_count_and_no_phase_once_done(admin, client):
+    data_dir = client.application.config["DATA_DIR"]
+    with db.session(data_dir) as conn:
+        job_id = jobs.create(conn, "download", {"urls": ["https://a.example/1.jpg"]})
+    page = client.get(f"/label/imports/{job_id}").get_data(as_text=True)
+    assert '<span class="job-count"></span>' in page  # not a lone "0"
+    with db.session(data_dir) as conn:
+        conn.execute("UPDATE jobs SET status = 'succeeded', phase = 'downloading', done = 1, "
+                     "total = 1, finished = 1 WHERE id = ?", (job_id,))
+    page = client.get(f"/label/imports/{job_id}").get_data(as_text=True)
+    assert '<span class="job-count">1 / 1</span>' in page
+    assert '<span class="job-phase"></span>' in page  # not "succeeded downloading"
+
+
+def test_a_list_without_urls_is_refused_on_its_form_with_what_was_typed(admin, client):
+    client.post("/label/classes", data={"name": "bears", "csrf_token": admin.csrf_token()})
+    r = client.post("/label/urls", data={"urls": "null\nnot a url\n", "label": "bears",
+                                         "max_count": "5", "csrf_token": admin.csrf_token()})
     assert r.status_code == 400
     page = r.get_data(as_text=True)
-    assert "There are no http(s) URLs in that list" in page and "line 1" in page
+    assert 'id="urls-form"' in page  # the form again, not an error page
+    assert "There are no http(s) URLs in that list. 2 lines are not web addresses" in page
+    assert ">null\nnot a url\n</textarea>" in page
+    assert '<option value="bears" selected>' in page and 'value="5"' in page
+    r = client.post("/label/urls", data={"urls": "", "csrf_token": admin.csrf_token()})
+    assert r.status_code == 400 and "The list is empty" in r.get_data(as_text=True)
     assert jobs.recent(client.application.config["DATA_DIR"]) == []
 
 

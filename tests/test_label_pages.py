@@ -92,11 +92,43 @@ def test_bad_class_requests_are_refused_with_the_reason(admin, client, path, dat
     assert r.status_code == 400 and words in r.get_data(as_text=True)
 
 
-def test_a_duplicate_class_name_is_refused(admin, client):
+def test_a_refused_class_form_comes_back_with_the_reason_and_what_was_typed(admin, client):
+    post(client, admin, "/label/classes", name="grizzly")
+    r = post(client, admin, "/label/classes", name="../etc")
+    page = r.get_data(as_text=True)
+    assert r.status_code == 400 and 'id="new-class"' in page  # the overview, not an error page
+    assert 'value="../etc" autofocus' in page and "is not a usable class name" in page
+    r = post(client, admin, "/label/classes/grizzly/rename", new_name="grizzly/brown")
+    page = r.get_data(as_text=True)
+    assert r.status_code == 400 and 'value="grizzly/brown" autofocus' in page
+    r = post(client, admin, "/label/classes", name="grizzly")  # there already: a no-op
+    assert "There is a class &#39;grizzly&#39; already: nothing changed." in client.get(
+        r.headers["Location"]).get_data(as_text=True)
+
+
+def test_class_changes_keep_their_undo_after_a_large_import(admin, client, store):
+    for name in ("black", "grizzly"):
+        post(client, admin, "/label/classes", name=name)
+    for i in range(420):  # a zip's worth of pictures: an event each
+        store.add_image(picture(i, size=8), label="grizzly", write_csv=False)
+    page = client.get("/label/").get_data(as_text=True)
+    assert "created class &#39;black&#39;" in page and "created class &#39;grizzly&#39;" in page
+    grizzly, black = re.findall(r'name="change_id" value="(\d+)"', page)  # the newest first
+    r = post(client, admin, "/label/undo", change_id=grizzly)
+    assert r.status_code == 400 and "has 420 images now" in r.get_data(as_text=True)
+    r = post(client, admin, "/label/undo", change_id=black)
+    assert "Undone: created class &#39;black&#39;." in client.get(
+        r.headers["Location"]).get_data(as_text=True)
+    assert store.class_names() == ["grizzly"]
+
+
+def test_a_duplicate_class_name_is_refused_and_a_merge_offered(admin, client):
     post(client, admin, "/label/classes", name="a")
     post(client, admin, "/label/classes", name="b")
     r = post(client, admin, "/label/classes/a/rename", new_name="b")
-    assert r.status_code == 400 and "exists already" in r.get_data(as_text=True)
+    page = r.get_data(as_text=True)
+    assert r.status_code == 409 and "exists already" in page
+    assert "Merge &#39;a&#39; into &#39;b&#39;" in page
 
 
 # ---- the queue --------------------------------------------------------------------------------
@@ -120,8 +152,9 @@ def test_the_queue_labels_skips_deletes_and_undoes(app, admin, client, store):
     assert store.image(a)["label"] == "grizzly"
     assert ",grizzly," in (store.data_dir / "cleaned.csv").read_text()
     assert shown(client)[0] == b
-    post(client, admin, f"/label/queue/{b}/skip")
-    assert shown(client)[0] == c
+    r = post(client, admin, f"/label/queue/{b}/skip")
+    current, page = shown(client)
+    assert current == c and f"Skipped image #{b}: it comes back at the end of the queue." in page
     post(client, admin, f"/label/queue/{c}/delete")
     assert store.image(c)["deleted"]
     assert shown(client)[0] == b  # only the skipped one is left
@@ -131,7 +164,7 @@ def test_the_queue_labels_skips_deletes_and_undoes(app, admin, client, store):
     r = post(client, admin, "/label/queue/undo")  # then the label
     assert store.image(a)["label"] is None
     page = client.get(r.headers["Location"]).get_data(as_text=True)
-    assert f"Undone: image #{a}: &#39;grizzly&#39; → unlabeled." in page
+    assert f"Undone: image #{a}: unlabeled → &#39;grizzly&#39;." in page  # what it took back
     assert f'data-image="{a}"' in page
     r = post(client, admin, "/label/queue/undo")
     assert "Nothing to undo" in client.get(r.headers["Location"]).get_data(as_text=True)

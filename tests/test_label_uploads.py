@@ -34,7 +34,7 @@ def test_an_admin_uploads_many_files_and_sees_each_outcome(app, admin, client):
     assert r.status_code == 200
     assert "Stored 2, duplicates 1, rejected 2." in page
     assert page.count('class="stored"') == 2 and page.count('class="rejected"') == 2
-    assert "same picture as image #1" in page and 'href="/media/1"' in page
+    assert 'same picture as <a class="image-link" href="/media/1">image #1</a>' in page
     assert "not an image Winnow accepts" in page and "the file is empty" in page
     ds = Dataset(app.config["DATA_DIR"])
     assert sum(ds.class_counts()["red"].values()) == 3
@@ -61,6 +61,22 @@ def test_the_browser_sends_batches_and_gets_json_outcomes(app, admin, client):
     ds = Dataset(app.config["DATA_DIR"])
     assert ds.unlabeled_count() == 1 and ds.class_names() == []
     ds.close()
+
+
+def test_a_refused_upload_comes_back_on_its_form_with_the_class_kept(app, admin, client):
+    for name in ("black", "red"):
+        client.post("/label/classes", data={"name": name, "csrf_token": admin.csrf_token()})
+    r = upload(client, admin, [], label="red")
+    page = r.get_data(as_text=True)
+    assert r.status_code == 400 and 'id="upload-form"' in page
+    assert "Choose at least one picture to upload." in page
+    assert '<option value="red" selected>' in page
+    r = client.post("/label/upload-zip", data={"label": "black", "csrf_token": admin.csrf_token()},
+                    content_type="multipart/form-data")
+    page = r.get_data(as_text=True)
+    assert r.status_code == 400 and 'id="zip-form"' in page
+    assert "Choose a zip file of class folders." in page
+    assert '<option value="black" selected>' in page
 
 
 # ---- zips of class folders --------------------------------------------------------------------

@@ -126,8 +126,41 @@ def test_a_new_class_cannot_be_undone_once_it_has_images(dataset, three):
     dataset.change("add_class", name="green")
     event = dataset.history(limit=1)[0]["id"]
     dataset.change("relabel", image_id=three[0], label="green")
-    with pytest.raises(StoreError, match="has 1 images"):
+    with pytest.raises(StoreError, match="has 1 image now"):
         dataset.undo(event)
+
+
+# ---- the undo rule: only a recorded change can be undone, "undo last" always names what it
+# takes back, and a no-op records nothing --------------------------------------------------
+
+def test_a_no_op_records_nothing_and_undo_last_names_the_last_real_change(dataset, three):
+    dataset.change("delete", image_id=three[1])
+    before = dataset.last_event_id()
+    dataset.change("relabel", image_id=three[0], label="red")  # red already: a no-op
+    dataset.apply([{"kind": "relabel", "image_id": three[2], "label": "red"}])  # so is this
+    dataset.change("add_class", name="blue")  # blue exists already
+    assert dataset.last_event_id() == before  # nothing recorded
+    undone = dataset.undo_last()
+    assert undone.text() == f"deleted image #{three[1]} ('red')"
+    assert dataset.image(three[1])["deleted"] is None
+
+
+def test_only_a_recorded_change_can_be_undone(dataset, three):
+    dataset.change("relabel", image_id=three[0], label="red")  # a no-op: no change to undo
+    with pytest.raises(StoreError, match="does not exist"):
+        dataset.undo_change(dataset.last_event_id() + 1)
+    assert dataset.undo_last(kinds=("relabel",)) is None  # no relabel was ever recorded
+
+
+def test_every_undo_names_what_it_took_back(dataset, three):
+    dataset.apply([{"kind": "delete", "image_id": i} for i in three])
+    shown = "; ".join(f"deleted image #{i} ('red')" for i in three[:3])
+    assert dataset.undo_last().text() == shown + "; and 1 more"
+    dataset.change("delete_class", name="red", images_to="unlabel")
+    undone = dataset.undo_last()
+    assert undone.text(kinds=("delete_class",)) == "deleted class 'red'; its 3 images unlabeled"
+    dataset.change("add_class", name="green")
+    assert dataset.undo(dataset.last_event_id()).text() == "created class 'green'"
 
 
 def test_a_store_made_before_undo_existed_gains_the_columns(tmp_path):

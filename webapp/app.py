@@ -9,7 +9,7 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from webapp import config
-from webapp.core import files
+from webapp.core import files, words
 from webapp.core.processes import ROOT
 from webapp.jobs import runner
 from webapp.runtime.bundle import PRECISIONS
@@ -68,6 +68,7 @@ def create_app(test_config=None):
     if app.config["ROLE"] not in ROLES:
         raise ValueError(f"WINNOW_ROLE={app.config['ROLE']!r}: choose one of {', '.join(ROLES)}")
     app.jinja_env.globals["winnow_role"] = app.config["ROLE"]
+    app.jinja_env.filters["plural"] = words.plural  # {{ n|plural("image") }}: "1 image", "2 images"
     hops = app.config["TRUSTED_PROXIES"]
     if hops > 0:  # the client's address and scheme come from the proxies' headers
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)

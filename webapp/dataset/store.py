@@ -8,13 +8,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from webapp.core import db, files, images
+from webapp.core.words import plural
 from webapp.dataset import manifest
+from webapp.dataset.merges import ClassMerges
+from webapp.dataset.refusals import ClassExists, StoreError
 
 CLASS_NAME = re.compile(r"^\w[\w .\-]{0,63}$")
-
-
-class StoreError(ValueError):
-    """A request the store refuses; the message says why."""
 
 
 @dataclass
@@ -64,19 +63,49 @@ def describe(kind, image_id, before, after):
         "restore": lambda: f"restored {img} ({_label_text(after.get('label'))})",
         "add_class": lambda: f"created class {after.get('name')!r}",
         "rename_class": lambda: f"renamed class {before.get('name')!r} to {after.get('name')!r}",
-        "delete_class": lambda: (f"deleted class {before.get('name')!r}; its "
-                                 f"{len(before.get('images', []))} images "
-                                 + ("deleted" if after.get("images_to") == "delete"
-                                    else "unlabeled")),
+        "delete_class": lambda: _class_deleted(before, after),
+        "merge_classes": lambda: (f"merged class {', '.join(map(repr, before.get('classes', [])))} "
+                                  f"into {after.get('name')!r} "
+                                  f"({plural(after.get('images', 0), 'image')})"),
+        "unmerge_classes": lambda: (f"split class {', '.join(map(repr, after.get('classes', [])))}"
+                                    f" back out of {before.get('name')!r}"),
     }
     return texts[kind]() if kind in texts else kind
+
+
+def _class_deleted(before, after):
+    n = len(before.get("images", []))
+    fate = "deleted" if after.get("images_to") == "delete" else "unlabeled"
+    text = f"deleted class {before.get('name')!r}"
+    return f"{text} (it had no images)" if not n else f"{text}; its {plural(n, 'image')} {fate}"
+
+
+def event_text(row):
+    """Say what one event row did, in words."""
+    return describe(row["kind"], row["image_id"], json.loads(row["before"] or "{}"),
+                    json.loads(row["after"] or "{}"))
+
+
+@dataclass
+class Undone:
+    """A change taken back: its id, and what each event it reverted had done."""
+
+    change_id: int | None
+    events: list  # (kind, text) of every reverted event, oldest first
+
+    def text(self, kinds=None, shown=3):
+        """Say what was taken back: the events of `kinds` (all, if none is), the first few."""
+        texts = ([t for k, t in self.events if k in kinds] if kinds else []) or [
+            t for _, t in self.events]
+        more = f"; and {len(texts) - shown} more" if len(texts) > shown else ""
+        return "; ".join(texts[:shown]) + more
 
 
 CSV_LOCK = ".cleaned.csv.lock"  # serialises cleaned.csv rewrites across processes
 SETTINGS = ("VALID_PCT", "SPLIT_SEED", "MAX_PIXELS")  # what a Dataset needs from the config
 
 
-class Dataset:
+class Dataset(ClassMerges):
     """One data directory's images, classes and events."""
 
     def __init__(self, data_dir, valid_pct=0.2, seed=42, max_pixels=images.DEFAULT_MAX_PIXELS):
@@ -247,6 +276,14 @@ class Dataset:
             return [self._handler(dict(c), actor)() for c in changes]
         return self._commit(run)
 
+    def merge_classes(self, names, into, actor="admin"):
+        """Relabel every image of the classes `names` as `into` and drop them; one undo step.
+
+        `into` may be one of them, another class or a new name. Return how many live images moved.
+        """
+        into = check_class_name(into)
+        return self._commit(lambda: self._merge_classes(names, into, actor))
+
     def _handler(self, c, actor):
         kind = c.pop("kind", None)
         handlers = {
@@ -281,15 +318,20 @@ class Dataset:
 
     # ---- undo ----------------------------------------------------------------
 
+    # The rule: only a recorded change can be undone (a no-op records no event, so there is
+    # nothing of it to undo and "undo last" reaches past it), and every undo returns Undone,
+    # which names what it took back.
+
     def undo(self, event_id, actor="admin"):
-        """Revert one event (as new events that point back at it); return the new change's id."""
+        """Revert one event (as new events that point back at it); return what was undone."""
         def run():
-            self._revert(self._event_row(event_id), actor)
-            return self._change
+            row = self._event_row(event_id)
+            self._revert(row, actor)
+            return Undone(row["change_id"], [(row["kind"], event_text(row))])
         return self._commit(run)
 
     def undo_change(self, change_id, actor="admin"):
-        """Revert a change's events not reverted yet, newest first; return the new change's id."""
+        """Revert a change's events not reverted yet, newest first; return what was undone."""
         def run():
             rows = self.conn.execute(
                 "SELECT * FROM events e WHERE change_id = ? AND NOT EXISTS "
@@ -299,7 +341,7 @@ class Dataset:
                 raise StoreError(f"change #{change_id} does not exist or was undone already")
             for row in rows:
                 self._revert(row, actor)
-            return self._change
+            return Undone(change_id, [(r["kind"], event_text(r)) for r in reversed(rows)])
         return self._commit(run)
 
     def last_change(self, actor=None, kinds=None):
@@ -322,20 +364,32 @@ class Dataset:
         return row["change_id"] if row else None
 
     def undo_last(self, actor=None, kinds=None):
-        """Undo the newest undoable change (see last_change); return its id, or None if none."""
+        """Undo the newest undoable change (see last_change); return what was undone, or None."""
         change_id = self.last_change(actor, kinds)
         if change_id is None:
             return None
-        self.undo_change(change_id, actor or "admin")
-        return change_id
+        return self.undo_change(change_id, actor or "admin")
 
-    def history(self, limit=50, offset=0, image_id=None):
-        """Return events newest first, each with `text`, `undone_by` and decoded before/after."""
-        where, args = ("WHERE e.image_id = ?", [image_id]) if image_id is not None else ("", [])
+    def history(self, limit=50, offset=0, image_id=None, kinds=None, by_hand=False):
+        """Return events newest first, each with `text`, `undone_by` and decoded before/after.
+
+        `image_id` keeps one image's events, `kinds` the events of those kinds; `by_hand` leaves
+        out undos and the changes that added images (the classes an import created with them).
+        """
+        where, args = [], []
+        if image_id is not None:
+            where.append("e.image_id = ?")
+            args.append(image_id)
+        if kinds:
+            where.append(f"e.kind IN ({','.join('?' * len(kinds))})")
+            args.extend(kinds)
+        if by_hand:
+            where.append("e.undoes IS NULL AND NOT EXISTS (SELECT 1 FROM events a "
+                         "WHERE a.change_id = e.change_id AND a.kind = 'add')")
         rows = self.conn.execute(
             "SELECT e.*, (SELECT MIN(u.id) FROM events u WHERE u.undoes = e.id) AS undone_by "
-            f"FROM events e {where} ORDER BY e.id DESC LIMIT ? OFFSET ?",
-            (*args, limit, offset)).fetchall()
+            f"FROM events e {'WHERE ' + ' AND '.join(where) if where else ''} "
+            "ORDER BY e.id DESC LIMIT ? OFFSET ?", (*args, limit, offset)).fetchall()
         out = []
         for r in rows:
             item = dict(r)
@@ -375,6 +429,8 @@ class Dataset:
                 self._remove_empty_class(after["name"], actor)
             elif kind == "rename_class":
                 self._rename_class(after["name"], before["name"], actor)
+            elif kind == "merge_classes":
+                self._unmerge_classes(before, after, actor)
             elif kind == "delete_class":
                 if before["name"] in self.class_names():
                     raise StoreError(f"a class {before['name']!r} exists again already")
@@ -398,7 +454,8 @@ class Dataset:
         n = self.conn.execute("SELECT COUNT(*) FROM images WHERE label = ? AND deleted IS NULL",
                               (name,)).fetchone()[0]
         if n:
-            raise StoreError(f"class {name!r} has {n} images now; delete the class instead")
+            raise StoreError(f"class {name!r} has {plural(n, 'image')} now; "
+                             "delete the class instead")
         self._delete_class(name, "unlabel", actor)
 
     def _live_image(self, image_id, deleted=False):
@@ -439,7 +496,7 @@ class Dataset:
         if name not in self.class_names():
             raise StoreError(f"there is no class {name!r}")
         if new_name in self.class_names():
-            raise StoreError(f"a class {new_name!r} exists already")
+            raise ClassExists(new_name)
         self.conn.execute("UPDATE classes SET name = ? WHERE name = ?", (new_name, name))
         self.conn.execute("UPDATE images SET label = ? WHERE label = ?", (new_name, name))
         self._event("rename_class", actor, before={"name": name}, after={"name": new_name})

@@ -12,6 +12,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from webapp.core import fetch
+from webapp.core.words import plural
 from webapp.dataset.store import Dataset
 from webapp.ingest.folders import counts_line
 
@@ -38,13 +39,17 @@ class UrlList:
         """Say in words what was left out, or return an empty list."""
         out = []
         if self.repeated:
-            out.append(f"{self.repeated} repeated URLs were taken once")
+            out.append(f"{plural(self.repeated, 'repeated URL was', 'repeated URLs were')} "
+                       "taken once")
         if self.over_limit:
-            out.append(f"{self.over_limit} URLs past the maximum count were left out")
+            out.append(f"{plural(self.over_limit, 'URL')} past the maximum count "
+                       f"{'was' if self.over_limit == 1 else 'were'} left out")
         if self.not_urls:
             shown = ", ".join(f"line {n} ({text[:40]!r})" for n, text in self.not_urls[:3])
             more = f" and {len(self.not_urls) - 3} more" if len(self.not_urls) > 3 else ""
-            out.append(f"{len(self.not_urls)} lines are not web addresses: {shown}{more}")
+            what = plural(len(self.not_urls), "line is not a web address",
+                          "lines are not web addresses")
+            out.append(f"{what}: {shown}{more}")
         return out
 
 
@@ -200,7 +205,7 @@ def download_into(dataset, urls, limits, label=None, workers=DEFAULT_WORKERS, ac
         counts[outcome.status] += 1
         if on_item:
             on_item(outcome.url, outcome.status, outcome.detail, outcome.image_id)
-        progress(done, detail=dict(counts))
+        progress(done)  # the counts are the items' own: one count on the page, not two
 
     try:
         download(dataset, urls, limits, label, workers, report, actor=actor)

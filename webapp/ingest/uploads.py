@@ -265,22 +265,42 @@ def _staged_entries(folder, label):
 
 
 def job_params(cfg, token, label=None, actor="admin", max_entries=MAX_ZIP_ENTRIES,
-               max_bytes=MAX_ZIP_BYTES):
-    """Return an upload job's parameters: the staged upload and the settings its process needs."""
+               max_bytes=MAX_ZIP_BYTES, label_map=None, upload=None):
+    """Return an upload job's parameters: the staged upload and the settings its process needs.
+
+    `label_map` sends a zip's folders to other classes ({folder: class}); `upload` names the
+    browser upload a batch belongs to ({"id", "total"}).
+    """
     return {"token": token, "label": label, "actor": actor, "max_entries": max_entries,
-            "max_bytes": max_bytes, "store": Dataset.settings(cfg)}
+            "max_bytes": max_bytes, "store": Dataset.settings(cfg), "label_map": label_map or {},
+            "upload": upload}
+
+
+def staged_folder(data_dir, token):
+    """Return a staged upload's folder; raise UploadRefused when it is gone (or no token)."""
+    folder = Path(data_dir) / STAGING / (token or "")
+    if not re.fullmatch(r"[0-9a-f]{16}", token or "") or not folder.is_dir():
+        raise UploadRefused("the upload is gone (uploads are kept for a day); send it again")
+    return folder
+
+
+def zip_labels(data_dir, token, label=None, max_entries=MAX_ZIP_ENTRIES, max_bytes=MAX_ZIP_BYTES):
+    """Return {class: files} that a staged zip's entries would go to (refused ones left out)."""
+    with _open_zip(staged_folder(data_dir, token) / ZIP_NAME, max_entries) as zf:
+        entries = zip_entries(zf, label, max_entries, max_bytes)
+    return Counter(e.label for e in entries if e.label and not e.refusal)
 
 
 def import_staged(dataset, token, label=None, actor="admin", max_entries=MAX_ZIP_ENTRIES,
-                  max_bytes=MAX_ZIP_BYTES, on_progress=None, on_item=None):
+                  max_bytes=MAX_ZIP_BYTES, on_progress=None, on_item=None, label_map=None):
     """Import a staged upload (its files, or every entry of its zip); return {status: count}.
 
     `on_item(name, status, detail, image_id)` records each file's outcome; `on_progress` may
-    raise to stop. The staged files are removed at the end either way.
+    raise to stop. A zip's folders named in `label_map` go to the class it gives them. The
+    staged files are removed at the end either way.
     """
-    folder = Path(dataset.data_dir) / STAGING / token
-    if not re.fullmatch(r"[0-9a-f]{16}", token) or not folder.is_dir():
-        raise UploadRefused("the upload is gone (uploads are kept for a day); send it again")
+    folder = staged_folder(dataset.data_dir, token)
+    label_map = label_map or {}
     counts = Counter()
     progress = on_progress or (lambda *a, **kw: None)
 
@@ -288,7 +308,7 @@ def import_staged(dataset, token, label=None, actor="admin", max_entries=MAX_ZIP
         counts[added.status] += 1
         if on_item:
             on_item(added.name, added.status, added_detail(added, label), added.image_id)
-        progress(done, detail=dict(counts))
+        progress(done)  # the counts are the items' own: one count on the page, not two
 
     def run(entries, read, source):
         where = " from the zip" if source == "zip" else ""
@@ -299,8 +319,10 @@ def import_staged(dataset, token, label=None, actor="admin", max_entries=MAX_ZIP
     try:
         if (folder / ZIP_NAME).exists():
             with _open_zip(folder / ZIP_NAME, max_entries) as zf:
-                run(zip_entries(zf, label, max_entries, max_bytes),
-                    _zip_reader(zf, max_bytes), "zip")
+                entries = zip_entries(zf, label, max_entries, max_bytes)
+                for entry in entries:
+                    entry.label = label_map.get(entry.label, entry.label)
+                run(entries, _zip_reader(zf, max_bytes), "zip")
         else:
             run(_staged_entries(folder, label), lambda e: e.source.read_bytes(), "upload")
     finally:

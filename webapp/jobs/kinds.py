@@ -43,7 +43,8 @@ def upload(job):
     try:
         counts = uploads.import_staged(dataset, p["token"], p.get("label"), p["actor"],
                                        p["max_entries"], p["max_bytes"],
-                                       on_progress=job.progress, on_item=job.item)
+                                       on_progress=job.progress, on_item=job.item,
+                                       label_map=p.get("label_map"))
     finally:
         dataset.close()
     return _message(counts, folders.counts_line(counts))
@@ -98,12 +99,3 @@ def import_model(job):
         on_progress=job.progress, log=job.log)
     return notebook_import.summary(version, check, record, p["filename"])
 
-
-def recent_imports(data_dir, limit=10):
-    """Return the latest download and upload jobs, newest first, each with its item counts."""
-    found = (runner.recent(data_dir, "download", limit)
-             + runner.recent(data_dir, "upload", limit))
-    found = sorted(found, key=lambda j: -j["id"])[:limit]
-    for job in found:
-        job["counts"] = runner.item_counts(data_dir, job["id"])
-    return found

@@ -2,7 +2,8 @@
 
 Domain errors carry no HTTP: `REFUSALS` says which status each class of them gets, and one
 handler per class answers it. A view lets a domain error propagate unless it re-renders its own
-form with the error beside what was typed (the retrain form, the classify page).
+form with the error beside what was typed (the retrain form, the classify page, the label
+forms).
 """
 from flask import current_app, render_template, request
 from flask_limiter.errors import RateLimitExceeded

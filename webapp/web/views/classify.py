@@ -56,8 +56,9 @@ def classify_page():
                                error=f"That address cannot be used: {detail}.")
         return page, errors.FETCH_STATUS[e.kind]
     except images.ImageRejected as e:
+        what = "The picture at that address" if url else "That file"
         return render_template("classify/index.html", model=model, url=url,
-                               error=f"That file cannot be classified: {e}."), 400
+                               error=f"{what} cannot be classified: {e}."), 400
     return render_template("classify/result.html", model=model, ranked=ranked[:MAX_SHOWN],
                            n_classes=len(ranked), thumbnail=serving.thumbnail_data_url(image),
                            **(_to_dataset_form(data, url, ranked) if is_admin() else {}))
