@@ -9,7 +9,7 @@ import pytest
 from tests.pictures import jpeg, tinted
 from tests.test_jobs import wait_for
 from webapp.dataset.store import Dataset
-from webapp.ingest import uploads
+from webapp.ingest import uploads, zips
 from webapp.jobs import runner as jobs
 
 
@@ -104,7 +104,7 @@ def test_a_zip_entry_that_leads_out_of_the_archive_is_refused(tmp_path):
                        + [("__MACOSX/bears/._1.jpg", b"x"), ("bears/.DS_Store", b"x")],
                        links=[("bears/black/link.jpg", "/etc/passwd")])
     with zipfile.ZipFile(io.BytesIO(archive)) as zf:
-        entries = {e.name: e for e in uploads.zip_entries(zf, default_label="bears")}
+        entries = {e.name: e for e in zips.zip_entries(zf, default_label="bears")}
     assert entries["bears/grizzly/1.jpg"].label == "grizzly"
     assert entries["bears/black/2.jpg"].label == "black"
     assert entries["bears/3.jpg"].label == "bears"  # loose files go to the chosen class
@@ -118,27 +118,27 @@ def test_a_wrapping_folder_is_looked_through_and_bad_folder_names_refused():
     archive = make_zip([("pets/cats/1.jpg", b"1"), ("pets/dogs/2.jpg", b"2"),
                         ("pets/<script>/3.jpg", b"3")])
     with zipfile.ZipFile(io.BytesIO(archive)) as zf:
-        entries = uploads.zip_entries(zf)
+        entries = zips.zip_entries(zf)
     assert [(e.name, e.label) for e in entries[:2]] == [("pets/cats/1.jpg", "cats"),
                                                        ("pets/dogs/2.jpg", "dogs")]
     assert entries[2].refusal.startswith("the folder name is not a class name")
     one_class = make_zip([("cats/1.jpg", b"1"), ("cats/2.jpg", b"2")])
     with zipfile.ZipFile(io.BytesIO(one_class)) as zf:
-        assert {e.label for e in uploads.zip_entries(zf)} == {"cats"}
+        assert {e.label for e in zips.zip_entries(zf)} == {"cats"}
 
 
 def test_zips_over_the_caps_are_refused_whole():
     many = make_zip([(f"a/{i}.jpg", b"x") for i in range(6)])
     with zipfile.ZipFile(io.BytesIO(many)) as zf, pytest.raises(uploads.UploadRefused,
                                                                  match="6 files; at most 5"):
-        uploads.zip_entries(zf, max_entries=5)
+        zips.zip_entries(zf, max_entries=5)
     # A bomb: 3 MB of zeros squeezes into a few kilobytes.
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("a/bomb.jpg", b"\0" * 3_000_000)
     assert len(buf.getvalue()) < 10_000
     with zipfile.ZipFile(buf) as zf, pytest.raises(uploads.UploadRefused, match="unpacks to 3 MB"):
-        uploads.zip_entries(zf, max_bytes=1_000_000)
+        zips.zip_entries(zf, max_bytes=1_000_000)
 
 
 def test_an_admin_imports_a_zip_as_a_job_and_nothing_escapes(app, admin, client, tmp_path):

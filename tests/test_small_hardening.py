@@ -17,7 +17,7 @@ from tests.conftest import AdminSession, make_app
 from tests.pictures import encode, tinted
 from webapp.core import db
 from webapp.dataset.store import Dataset
-from webapp.ingest import uploads
+from webapp.ingest import uploads, zips
 
 HUGE = "99999999999999999999999"  # past SQLite's 64-bit integers
 
@@ -114,7 +114,7 @@ def never_parse(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("zipfile.ZipFile was constructed")
 
-    monkeypatch.setattr(uploads.zipfile, "ZipFile", refuse)
+    monkeypatch.setattr(zips.zipfile, "ZipFile", refuse)
 
 
 def test_a_zip_over_the_entry_cap_is_refused_before_it_is_parsed(tmp_path, monkeypatch):
@@ -134,11 +134,11 @@ def claims(archive, count):
 def as_zip64(archive, count=None):
     """Return the zip with ZIP64 end records (the form for more than 65,535 entries)."""
     at = archive.rfind(b"PK\x05\x06")
-    _, _, _, _, entries, size, offset, _ = uploads.END.unpack_from(archive, at)
+    _, _, _, _, entries, size, offset, _ = zips.END.unpack_from(archive, at)
     count = entries if count is None else count
-    record = uploads.END64.pack(b"PK\x06\x06", 44, 45, 45, 0, 0, count, count, size, offset)
-    locator = uploads.END64_LOCATOR.pack(b"PK\x06\x07", 0, at, 1)
-    end = uploads.END.pack(b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0)
+    record = zips.END64.pack(b"PK\x06\x06", 44, 45, 45, 0, 0, count, count, size, offset)
+    locator = zips.END64_LOCATOR.pack(b"PK\x06\x07", 0, at, 1)
+    end = zips.END.pack(b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0)
     return archive[:at] + record + locator + end
 
 
@@ -151,16 +151,16 @@ def test_the_entry_count_is_read_from_the_end_records_and_not_trusted(tmp_path, 
                            (as_zip64(four), "4 files; at most 3")):
         path.write_bytes(archive)
         with pytest.raises(uploads.UploadRefused, match=words):
-            uploads._count_entries(path, 3)
+            zips._count_entries(path, 3)
     path.write_bytes(as_zip64(four))
     with zipfile.ZipFile(path) as zf:  # the ZIP64 form made here is one zipfile reads too
         assert len(zf.infolist()) == 4
-    uploads._count_entries(path, 4)
+    zips._count_entries(path, 4)
     # Claiming one entry, it holds four records: the walk stops past twice the cap and one.
     path.write_bytes(claims(four, 1))
     never_parse(monkeypatch)
     with pytest.raises(uploads.UploadRefused, match="more than 3 entries"):
-        uploads._count_entries(path, 1)
+        zips._count_entries(path, 1)
 
 
 def test_a_zip_within_the_cap_with_its_folders_is_still_taken(tmp_path):
@@ -172,11 +172,11 @@ def test_a_zip_within_the_cap_with_its_folders_is_still_taken(tmp_path):
         zf.writestr("a/1.jpg", b"x")
         zf.comment = b"PK\x05\x06 not the end" + b"." * 1000
     with pytest.raises(uploads.UploadRefused, match="not a zip archive"):
-        uploads._open_zip(path, 1)  # zipfile takes the comment's signature too: so do we
+        zips.open_zip(path, 1)  # zipfile takes the comment's signature too: so do we
     for junk in (b"", b"PK\x05\x06", b"no zip here" * 10):
         path.write_bytes(junk)
         with pytest.raises(uploads.UploadRefused, match="not a zip archive"):
-            uploads._open_zip(path, 5)
+            zips.open_zip(path, 5)
 
 
 def test_a_fresh_app_keeps_its_data_dir_and_store_private(tmp_path):

@@ -6,7 +6,7 @@ are the domain's own constants, so each number is written once.
 import os
 
 from webapp.core import fetch, images
-from webapp.ingest import uploads
+from webapp.ingest import zips
 
 
 def _int(name, default):
@@ -41,8 +41,8 @@ def from_environment():
         "MAX_MODEL_UPLOAD_BYTES": _int("WINNOW_MAX_MODEL_UPLOAD_BYTES", 500 * 1024 * 1024),
         # A zip of class folders gets its own upload cap, and caps on what it unpacks to.
         "MAX_ZIP_UPLOAD_BYTES": _int("WINNOW_MAX_ZIP_UPLOAD_BYTES", 1024 ** 3),
-        "ZIP_MAX_ENTRIES": _int("WINNOW_ZIP_MAX_ENTRIES", uploads.MAX_ZIP_ENTRIES),
-        "ZIP_MAX_BYTES": _int("WINNOW_ZIP_MAX_BYTES", uploads.MAX_ZIP_BYTES),
+        "ZIP_MAX_ENTRIES": _int("WINNOW_ZIP_MAX_ENTRIES", zips.MAX_ZIP_ENTRIES),
+        "ZIP_MAX_BYTES": _int("WINNOW_ZIP_MAX_BYTES", zips.MAX_ZIP_BYTES),
         "LOGIN_RATE_LIMIT": os.environ.get("WINNOW_LOGIN_RATE_LIMIT", "10 per minute"),
         # Per client address: classifications (/api/classify, /classify-url, the page's form)
         # and the SGD lesson's runs (/learn/sgd, its .json and .gif), counted across workers.

@@ -3,52 +3,27 @@
 Uploads are staged under incoming/<token>/ and imported by the "upload" job: a browser's batch
 of files in the request that sent it (small: at most the upload cap), a zip in a job process of
 its own (thousands of entries). Each file becomes one item: stored, duplicate of an existing
-image, or rejected with the reason. Nothing is ever extracted to disk from a zip: entries are
-read into memory under caps, and their paths only ever name a class.
+image, or rejected with the reason. A zip is read by webapp.ingest.zips, never extracted to disk.
 """
 import hashlib
 import json
 import re
 import secrets
 import shutil
-import stat
-import struct
 import time
 import zipfile
 import zlib
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
-from webapp.dataset.store import Added, Dataset, StoreError, check_class_name
+from webapp.dataset.store import Added, Dataset
 from webapp.ingest.downloads import added_detail
-from webapp.ingest.folders import SKIPPED_NAMES
+from webapp.ingest.entries import Entry, UploadRefused
+from webapp.ingest.zips import MAX_ZIP_BYTES, MAX_ZIP_ENTRIES, open_zip, zip_entries, zip_reader
 
-MAX_ZIP_ENTRIES = 20_000
-MAX_ZIP_BYTES = 2 * 1024 ** 3  # uncompressed, all entries together
 STAGING, STASH, ZIP_NAME = "incoming", "stash", "upload.zip"
 KEEP_SECONDS = 24 * 3600  # abandoned staging folders and stashed pictures go after a day
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
-# A zip's end records and central directory entries (APPNOTE 4.3.12-16), read before zipfile is
-# let near the file: its ZipFile builds an object for every entry the central directory holds.
-END = struct.Struct("<4s4H2LH")
-END64_LOCATOR = struct.Struct("<4sLQL")
-END64 = struct.Struct("<4sQ2H2L4Q")
-CENTRAL = struct.Struct("<4s4B4HL2L5H2L")
-
-
-class UploadRefused(ValueError):
-    """An upload refused as a whole; the message says why."""
-
-
-@dataclass
-class Entry:
-    """One file of an upload: its name, the class it goes to, why it is refused (if it is)."""
-
-    name: str
-    label: str | None
-    refusal: str = ""
-    source: object = None  # a staged file's path, or a zip's ZipInfo
 
 
 def _prune(folder, max_age=KEEP_SECONDS):
@@ -85,156 +60,13 @@ def stage_zip(data_dir, save, max_entries=MAX_ZIP_ENTRIES, max_bytes=MAX_ZIP_BYT
     token, folder = _new_staging(data_dir)
     try:
         save(folder / ZIP_NAME)
-        with _open_zip(folder / ZIP_NAME, max_entries) as zf:
+        with open_zip(folder / ZIP_NAME, max_entries) as zf:
             zip_entries(zf, None, max_entries, max_bytes)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
     return token
 
-
-def _open_zip(path, max_entries):
-    try:
-        _count_entries(path, max_entries)
-        return zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError):
-        raise UploadRefused("that file is not a zip archive (or it is damaged)") from None
-
-
-def _too_many_files(count, max_entries):
-    return UploadRefused(f"the zip has {count} files; at most {max_entries} are taken at once")
-
-
-def _count_entries(path, max_entries):
-    """Refuse a zip over the entry cap from its end records and central directory alone.
-
-    zipfile trusts neither the count the end record claims nor a cap: it parses every record the
-    central directory's size holds. So the records are walked here, cheaply, up to twice the cap
-    and one (room for a folder entry beside each file, and one around them all), and the files
-    among them counted.
-    """
-    with open(path, "rb") as f:
-        claimed, start, size = _central_directory(f)
-        most = 2 * max_entries + 1
-        if claimed > most:
-            raise UploadRefused(f"the zip has {claimed} entries; at most {max_entries} files "
-                                "are taken at once")
-        f.seek(start)
-        files = records = walked = 0
-        while walked < size:
-            header = f.read(CENTRAL.size)
-            if len(header) < CENTRAL.size or header[:4] != b"PK\x01\x02":
-                raise zipfile.BadZipFile("bad central directory entry")
-            name_len, extra_len, comment_len = CENTRAL.unpack(header)[12:15]
-            files += not f.read(name_len).endswith(b"/")
-            f.seek(extra_len + comment_len, 1)
-            walked += CENTRAL.size + name_len + extra_len + comment_len
-            records += 1
-            if records > most:
-                raise UploadRefused(f"the zip has more than {most} entries; at most "
-                                    f"{max_entries} files are taken at once")
-    if files > max_entries:
-        raise _too_many_files(files, max_entries)
-
-
-def _central_directory(f):
-    """Return a zip's (entries claimed, central directory start, its size), ZIP64 or not."""
-    f.seek(0, 2)
-    length = f.tell()
-    tail_start = max(0, length - END.size - 0xFFFF)  # the record, then a comment of up to 64 KiB
-    f.seek(tail_start)
-    tail = f.read()
-    # Where zipfile looks: right at the end (no comment), else the last signature in the tail.
-    at = len(tail) - END.size
-    if at < 0 or tail[at:at + 4] != b"PK\x05\x06" or tail[-2:] != b"\0\0":
-        at = tail.rfind(b"PK\x05\x06")
-    if at < 0 or len(tail) - at < END.size:
-        raise zipfile.BadZipFile("no end of central directory record")
-    claimed, size = END.unpack_from(tail, at)[4:6]
-    end = tail_start + at
-    if end >= END64_LOCATOR.size:
-        f.seek(end - END64_LOCATOR.size)
-        if f.read(4) == b"PK\x06\x07":  # ZIP64: the counts are in the record before the locator
-            end -= END64_LOCATOR.size + END64.size
-            f.seek(max(end, 0))
-            record = f.read(END64.size)
-            if end < 0 or len(record) < END64.size or record[:4] != b"PK\x06\x06":
-                raise zipfile.BadZipFile("bad ZIP64 end of central directory record")
-            claimed, size = END64.unpack(record)[7:9]
-    if size > end:
-        raise zipfile.BadZipFile("the central directory overlaps the start of the file")
-    return claimed, end - size, size
-
-
-def _safe_parts(name):
-    """Return a zip entry's path as parts, or None if it could leave the archive."""
-    name = name.replace("\\", "/")
-    if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
-        return None
-    parts = [p for p in name.split("/") if p not in ("", ".")]
-    return None if not parts or ".." in parts else parts
-
-
-def _hidden(parts):
-    return any(p.startswith(".") or p == "__MACOSX" for p in parts) or parts[-1] in SKIPPED_NAMES
-
-
-def _is_link(info):
-    return stat.S_ISLNK(info.external_attr >> 16)
-
-
-def zip_entries(zf, default_label=None, max_entries=MAX_ZIP_ENTRIES, max_bytes=MAX_ZIP_BYTES):
-    """Return the entries of a zip of class folders; raise UploadRefused over the caps.
-
-    The first folder names the class (a single folder wrapping all the class folders is looked
-    through); files at the top go to `default_label`. Entries that are absolute, climb out with
-    `..`, or are links are refused one by one; hidden and system files are left out.
-    """
-    infos = [i for i in zf.infolist() if not i.is_dir()]
-    if len(infos) > max_entries:
-        raise _too_many_files(len(infos), max_entries)
-    declared = sum(i.file_size for i in infos)
-    if declared > max_bytes:
-        raise UploadRefused(f"the zip unpacks to {declared / 1e6:.0f} MB; at most "
-                            f"{max_bytes / 1e6:.0f} MB are taken at once")
-    paths = {i.filename: _safe_parts(i.filename) for i in infos}
-    kept = [p for p in paths.values() if p and not _hidden(p)]
-    # One folder around everything, with class folders in it (a zip of the "bears" folder).
-    wrapped = (bool(kept) and all(len(p) >= 2 and p[0] == kept[0][0] for p in kept)
-               and any(len(p) >= 3 for p in kept))
-    entries = []
-    for info in infos:
-        parts = paths[info.filename]
-        if parts is None:
-            entries.append(Entry(info.filename, None, "refused: the path leads out of the archive"))
-        elif _is_link(info):
-            entries.append(Entry(info.filename, None, "refused: a link, not a picture"))
-        elif not _hidden(parts):
-            parts = parts[1:] if wrapped else parts
-            entries.append(_labelled(info, parts[0] if len(parts) > 1 else default_label))
-    return entries
-
-
-def _labelled(info, label):
-    try:
-        return Entry(info.filename, check_class_name(label) if label else None, source=info)
-    except StoreError as e:
-        return Entry(info.filename, None, f"the folder name is not a class name: {e}")
-
-
-def _zip_reader(zf, max_bytes):
-    """Return read(entry) for a zip: the entry's bytes, counted against the archive's cap."""
-    left = [max_bytes]
-
-    def read(entry):
-        with zf.open(entry.source) as f:
-            data = f.read(left[0] + 1)  # zipfile stops at the declared size; this is the cap
-        left[0] -= len(data)
-        if left[0] < 0:
-            raise UploadRefused(f"the zip unpacks to more than {max_bytes / 1e6:.0f} MB")
-        return data
-
-    return read
 
 
 def import_entries(dataset, entries, read, source, on_result=None, actor="admin"):
@@ -284,12 +116,6 @@ def staged_folder(data_dir, token):
     return folder
 
 
-def zip_labels(data_dir, token, label=None, max_entries=MAX_ZIP_ENTRIES, max_bytes=MAX_ZIP_BYTES):
-    """Return {class: files} that a staged zip's entries would go to (refused ones left out)."""
-    with _open_zip(staged_folder(data_dir, token) / ZIP_NAME, max_entries) as zf:
-        entries = zip_entries(zf, label, max_entries, max_bytes)
-    return Counter(e.label for e in entries if e.label and not e.refusal)
-
 
 def import_staged(dataset, token, label=None, actor="admin", max_entries=MAX_ZIP_ENTRIES,
                   max_bytes=MAX_ZIP_BYTES, on_progress=None, on_item=None, label_map=None):
@@ -318,11 +144,11 @@ def import_staged(dataset, token, label=None, actor="admin", max_entries=MAX_ZIP
 
     try:
         if (folder / ZIP_NAME).exists():
-            with _open_zip(folder / ZIP_NAME, max_entries) as zf:
+            with open_zip(folder / ZIP_NAME, max_entries) as zf:
                 entries = zip_entries(zf, label, max_entries, max_bytes)
                 for entry in entries:
                     entry.label = label_map.get(entry.label, entry.label)
-                run(entries, _zip_reader(zf, max_bytes), "zip")
+                run(entries, zip_reader(zf, max_bytes), "zip")
         else:
             run(_staged_entries(folder, label), lambda e: e.source.read_bytes(), "upload")
     finally:

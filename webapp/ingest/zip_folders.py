@@ -3,7 +3,7 @@ from dataclasses import dataclass
 
 from webapp.dataset import classnames
 from webapp.dataset.store import StoreError, check_class_name
-from webapp.ingest import uploads
+from webapp.ingest import uploads, zips
 
 
 @dataclass
@@ -16,10 +16,11 @@ class LookAlike:
     existing: bool  # the target is a class of the dataset (else another folder of the zip)
 
 
-def look_alikes(dataset, token, label=None, max_entries=uploads.MAX_ZIP_ENTRIES,
-                max_bytes=uploads.MAX_ZIP_BYTES):
+def look_alikes(dataset, token, label=None, max_entries=zips.MAX_ZIP_ENTRIES,
+                max_bytes=zips.MAX_ZIP_BYTES):
     """Return the staged zip's folders that differ from a class only in case, spacing or plural."""
-    folders = uploads.zip_labels(dataset.data_dir, token, label, max_entries, max_bytes)
+    staged = uploads.staged_folder(dataset.data_dir, token) / uploads.ZIP_NAME
+    folders = zips.zip_labels(staged, label, max_entries, max_bytes)
     sizes = {name: n["train"] + n["valid"] for name, n in dataset.class_counts().items()}
     targets = classnames.folder_targets(folders, sizes)
     return [LookAlike(folder, folders[folder], target, target in sizes)
