@@ -188,8 +188,11 @@ def duplicates(args):
 
 # ---- page latency --------------------------------------------------------------------------
 
-def fill_synthetic(data_dir, n, classes=("cat", "dog", "fox", "owl"), seed=0):
-    """Insert n image rows (no files) and made-up scores with pairs; return the version."""
+def fill_synthetic(data_dir, n, classes=("cat", "dog", "fox", "owl"), seed=0, embeddings_of=None):
+    """Insert n image rows (no files) and made-up scores with pairs; return the version.
+
+    `embeddings_of(labels)` makes the embeddings from the class indices (default: random ones).
+    """
     from tests.cleaning_data import fake_cv_scores, fake_scores
     from webapp.core import db
     from webapp.dataset import store
@@ -207,7 +210,8 @@ def fill_synthetic(data_dir, n, classes=("cat", "dog", "fox", "owl"), seed=0):
     logits = rng.normal(size=(n, len(classes))) + 3 * np.eye(len(classes))[labels]
     probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     ids = np.arange(1, n + 1)
-    version = fake_scores(data_dir, ids, classes, probs, embeddings=embeddings(n, 512))
+    emb = embeddings_of(labels) if embeddings_of else embeddings(n, 512)
+    version = fake_scores(data_dir, ids, classes, probs, embeddings=emb)
     fake_cv_scores(data_dir, ids, classes, probs)
     return version
 

@@ -22,7 +22,7 @@
     let body = {};
     try { body = await res.json(); } catch (e) { /* not JSON: say the status */ }
     if (!res.ok) throw new Error(body.error || `The server answered ${res.status}.`);
-    return body.message;
+    return body;
   }
 
   function leaves(action) {
@@ -58,14 +58,18 @@
     const action = data.get("action");
     const ids = data.getAll("image_id");
     if (!ids.length) { say("Select some images first.", true); return; }
+    let answer;
     try {
-      say(await post(form, data));
+      answer = await post(form, data);
     } catch (e) {
       say(e.message, true);
       return;
     }
+    say(answer.message);
+    const changed = (answer.changed || []).map(String);
+    if (!changed.length) return; // nothing changed ("already …"): the cards stay as they are
     const decided = form === bulk
-      ? ids.map((id) => document.querySelector(`.clean-card[data-image-id="${id}"]`))
+      ? changed.map((id) => document.querySelector(`.clean-card[data-image-id="${id}"]`))
       : [form.closest(".clean-card")];
     decided.forEach((card) => mark(card, action, data.get("label")));
     if (form === bulk) {

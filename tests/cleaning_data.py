@@ -29,8 +29,11 @@ def add_pictures(ds, labels, seed=0):
     return ids
 
 
-def fake_scores(data_dir, ids, vocab, probs, embeddings=None, version=VERSION):
-    """Store scores for `ids` as scoring does, and make `version` the active one."""
+def fake_scores(data_dir, ids, vocab, probs, embeddings=None, version=VERSION, hashes=None):
+    """Store scores for `ids` as scoring does, and make `version` the active one.
+
+    Without `hashes` (perceptual hashes) the scores are those of a version scored before
+    hashes existed: its near-duplicates come from the embeddings."""
     vdir = registry.models_dir(data_dir) / version
     vdir.mkdir(parents=True, exist_ok=True)
     order = np.argsort(ids)
@@ -41,9 +44,10 @@ def fake_scores(data_dir, ids, vocab, probs, embeddings=None, version=VERSION):
     meta = {"version": version, "vocab": list(vocab), "images": len(ids), "failed": [],
             "embedding_dim": embs.shape[1], "scored_at": "2026-01-01T00:00:00Z", "seconds": 1.0,
             "images_per_second": float(len(ids))}
+    hashed = {} if hashes is None else {"hashes": np.asarray(hashes, np.uint64)[order]}
     scoring.save_arrays(vdir / scoring.SCORES, vdir / scoring.SCORES_META, meta,
-                        image_ids=ids, probs=probs, embeddings=embs)
-    scoring.save_pairs(vdir, ids, embs)
+                        image_ids=ids, probs=probs, embeddings=embs, **hashed)
+    scoring.save_pairs(vdir, ids, embs, hashed.get("hashes"))
     (registry.models_dir(data_dir) / "ACTIVE").write_text(version + "\n")
     return version
 

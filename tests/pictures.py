@@ -43,3 +43,26 @@ def tinted_set(per_class=24, size=32, seed=0):
     for _ in range(per_class):
         for label in PALETTES:
             yield label, jpeg(tinted(label, rng, size))
+
+
+def scene(rng, size=96):
+    """Return a photo-like picture: a gradient sky behind a few random shapes."""
+    im = Image.new("RGB", (size, size))
+    d = ImageDraw.Draw(im)
+    top, bottom = [tuple(rng.randrange(256) for _ in range(3)) for _ in range(2)]
+    for y in range(size):
+        d.line([(0, y), (size, y)],
+               fill=tuple(round(a + (b - a) * y / size) for a, b in zip(top, bottom, strict=True)))
+    for _ in range(6):
+        x, y = rng.randrange(size), rng.randrange(size)
+        box = [x, y, x + rng.randint(size // 6, size // 2), y + rng.randint(size // 6, size // 2)]
+        shape = d.ellipse if rng.random() < 0.5 else d.rectangle
+        shape(box, fill=tuple(rng.randrange(256) for _ in range(3)))
+    return im
+
+
+def near_copy(im):
+    """Return the JPEG bytes of a near-copy: 1-3 px cropped a side, shrunk to 70 %, quality 40."""
+    w, h = im.size
+    small = im.crop((2, 1, w - 2, h - 3)).resize((round(w * 0.7), round(h * 0.7)))
+    return encode(small, "JPEG", quality=40)

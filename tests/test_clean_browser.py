@@ -150,3 +150,31 @@ def test_the_outliers_tab_deletes_the_most_unusual_with_the_keyboard_and_undoes(
     page.wait_for_selector(".flash")
     assert f"Undone: deleted image #{ids[7]}" in page.text_content(".flash")
     assert shown_ids(page).index(ids[7]) == position
+
+
+def test_pressing_the_label_an_image_has_changes_nothing_and_undo_takes_back_the_delete(browser,
+                                                                                       live):
+    url, data_dir, ids = live
+    page = logged_in_page(browser, url)
+    page.goto(url + "/clean/?label=red")
+    deleted, same = shown_ids(page)[:2]
+    page.keyboard.press("j")
+    page.keyboard.press("d")  # delete the first red picture
+    page.wait_for_selector(f'.clean-card[data-image-id="{deleted}"] .outcome:has-text("Deleted")')
+    ds = Dataset(data_dir)
+    events = ds.last_event_id()
+
+    page.keyboard.press("2")  # the second is 'red' already (the classes: 1 blue, 2 red)
+    page.wait_for_selector(".clean-said:has-text('nothing changed')")
+    assert page.text_content(".clean-said") == f"Image #{same} is already 'red': nothing changed."
+    card = page.locator(f'.clean-card[data-image-id="{same}"]')
+    assert "decided" not in card.get_attribute("class")  # not greyed: nothing was decided
+    assert "Relabelled" not in card.text_content()
+    page.screenshot(path=str(ARTIFACTS / "clean-no-op.png"), full_page=True)
+    assert ds.last_event_id() == events  # the no-op recorded nothing
+
+    page.keyboard.press("u")  # undo takes back the last real decision, and says which
+    page.wait_for_selector(".flash")
+    assert page.text_content(".flash") == f"Undone: deleted image #{deleted} ('red')."
+    assert deleted in shown_ids(page)
+    ds.close()

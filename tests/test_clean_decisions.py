@@ -36,3 +36,24 @@ def test_keeps_persist_and_refuse_images_that_are_not_there(dataset):
         decisions.undo_keep(dataset.conn, batch)
     texts = [k["text"] for k in decisions.keep_history(dataset.conn)]
     assert texts == [f"kept pair #{a} and #{b} as distinct", f"kept images #{a}, #{b} as labelled"]
+
+
+def test_a_decision_that_changes_nothing_says_so_records_nothing_and_undo_reaches_past_it(dataset):
+    a, b, c = add_pictures(dataset, ["two", "two", "one"])
+    decisions.decide(dataset, "delete", [a])
+    events = dataset.last_event_id()
+
+    same = decisions.decide(dataset, "relabel", [b], label="two")  # b is 'two' already
+    assert same.message == f"Image #{b} is already 'two': nothing changed."
+    assert same.changed == [] and dataset.last_event_id() == events
+    some = decisions.decide(dataset, "relabel", [b, c], label="two")  # only c changes
+    assert some.message == "Relabelled 1 image as 'two' (1 image was 'two' already)."
+    assert some.changed == [c]
+    decisions.decide(dataset, "keep", [b])
+    again = decisions.decide(dataset, "keep", [b])
+    assert again.message == f"Image #{b} is already kept: nothing changed."
+
+    assert decisions.undo_last(dataset) == "Undone: keeping 1 image as labelled."
+    assert decisions.undo_last(dataset) == f"Undone: image #{c}: 'one' → 'two'."
+    assert decisions.undo_last(dataset) == f"Undone: deleted image #{a} ('two')."
+    assert decisions.undo_last(dataset) is None

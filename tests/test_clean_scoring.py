@@ -1,4 +1,6 @@
 """Scoring for the cleaner: each labeled image's probabilities and embedding, stored per version."""
+import random
+
 import numpy as np
 import pytest
 
@@ -34,6 +36,28 @@ def test_scoring_a_version_stores_probabilities_and_embeddings_of_every_labeled_
     np.testing.assert_allclose(scores.probs[:5], clf.probabilities(pics), atol=1e-5)
     np.testing.assert_allclose(scores.embeddings[:5].astype(np.float32), clf.embed(pics),
                                rtol=1e-2, atol=1e-2)
+
+
+def test_scoring_hashes_every_image_so_the_list_pairs_a_planted_copy_with_its_original(
+        trained_copy):
+    from tests.pictures import encode, near_copy, scene
+    from webapp.cleaning import lists as cleaning
+
+    data_dir, version, _ = trained_copy
+    ds = Dataset(data_dir)
+    picture = scene(random.Random(5))
+    original = ds.add_image(encode(picture, "PNG"), label="red").image_id
+    copy = ds.add_image(near_copy(picture), label="red").image_id  # re-encoded, cropped, shrunk
+    scoring.score_version(data_dir, version, batch_size=16)
+
+    scores = scoring.load_scores(data_dir, version, embeddings=False)
+    assert scores.hashes.dtype == np.uint64 and len(scores.hashes) == len(scores)
+    assert scoring.load_pairs(data_dir, version)[3]["method"] == "phash"
+    page = cleaning.Cleaner(ds, version).duplicates()
+    ds.close()
+    # The copy is found; no two of the other pictures (same colour, same kind) are.
+    assert [(p["first"]["image_id"], p["second"]["image_id"]) for p in page.items] == [
+        (original, copy)]
 
 
 def test_a_stopped_scoring_writes_nothing(trained_copy):

@@ -4,7 +4,7 @@ import csv
 import numpy as np
 import pytest
 
-from tests.cleaning_data import add_pictures, fake_scores
+from tests.cleaning_data import add_pictures, fake_cv_scores, fake_scores
 from webapp.dataset.store import Dataset
 from webapp.jobs import runner as jobs
 
@@ -119,7 +119,8 @@ def test_decisions_are_saved_at_once_in_cleaned_csv_and_undo_last_takes_them_bac
     r = client.post("/clean/decide",
                     data={"action": "delete", "image_id": ids[0], "csrf_token": token},
                     headers={"Accept": "application/json"})
-    assert r.status_code == 200 and r.get_json() == {"message": "Deleted 1 image."}
+    assert r.status_code == 200
+    assert r.get_json() == {"message": "Deleted 1 image.", "changed": [ids[0]]}
     assert ds.image(ids[0])["path"] not in cleaned_csv(app)
 
     r = client.post("/clean/undo-last", data={"csrf_token": token},
@@ -174,6 +175,8 @@ def test_history_lists_events_in_words_and_undoes_any_single_one(app, admin, cli
     delete_event = next(e for e in ds.history() if e["kind"] == "delete")
     r = client.post(f"/clean/history/{delete_event['id']}/undo", data={"csrf_token": token})
     assert r.status_code == 303
+    assert (f"Undone: deleted image #{ids[1]} (&#39;blue&#39;) (event #{delete_event['id']})."
+            in client.get(r.location).get_data(as_text=True))  # says what it took back
     assert ds.image(ids[1])["deleted"] is None  # the older delete undone, the relabel stays
     assert ds.image(ids[5])["label"] == "red"
     r = client.post(f"/clean/history/{delete_event['id']}/undo", data={"csrf_token": token},
@@ -224,3 +227,20 @@ def test_a_report_can_ask_for_another_versions_lists_but_only_a_registered_one(
     for bad in ("../..", "nope"):
         r = client.get(f"/clean/top-losses.json?version={bad}")
         assert r.status_code == 404 and "no model version" in r.get_json()["error"]
+
+
+def test_a_label_issue_card_says_which_model_gives_which_number(app, admin, client, scored):
+    ds = Dataset(app.config["DATA_DIR"])
+    train = [r["id"] for r in ds.labeled() if not r["is_valid"]]
+    ds.close()
+    fake_cv_scores(app.config["DATA_DIR"], train, ["blue", "red"], [[0.8, 0.2]] * len(train),
+                   folds=3)  # a 3-fold thorough check that covered every training image
+    page = client.get("/clean/label-issues").get_data(as_text=True)
+    assert page.count("Model predicts") == page.count('class="clean-card"')
+    assert "K-fold retraining (3 folds) suggests" in page  # the number that ranks, named
+    assert "The model itself (a validation image) suggests" in page
+    assert f"judges every training image ({len(train)})" in page
+    assert "Choose the folds" not in page  # nothing is left for another rescore to cover
+    items = client.get("/clean/label-issues.json?limit=100").get_json()["items"]
+    assert {i["judged_by"] for i in items} == {"k-fold retraining (3 folds)",
+                                               "the model itself (a validation image)"}

@@ -45,6 +45,7 @@ HEAVY = {
     "fastai": {"model", "cleaning", "lesson"},
     "pandas": {"model", "cleaning"},
     "cleanlab": {"cleaning"},
+    "imagehash": {"cleaning"},
     "sklearn": {"cleaning"},
     "onnxruntime": {"model", "runtime"},
     "onnx": {"model", "runtime"},

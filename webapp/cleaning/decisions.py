@@ -3,12 +3,15 @@
 Delete and relabel go through the store: each decision is one change (its events; cleaned.csv
 rewritten at once) that the store can undo. Keep changes no image, so it is the cleaner's own
 record (the clean_kept table): kept images and pairs stop being suggested until the keep is undone.
-"Undo last" takes back whichever came last, a store change or a keep.
+"Undo last" takes back whichever came last, a store change or a keep, and says which. A decision
+that would change nothing (relabel to the label an image has, keep what is kept) says so and
+records nothing, so undo still reaches the last decision that did something.
 """
-import json
+from dataclasses import dataclass, field
 
 from webapp.core import db
-from webapp.dataset.store import StoreError, describe, now
+from webapp.core.words import plural
+from webapp.dataset.store import StoreError, check_class_name, now
 
 ACTIONS = ("keep", "delete", "relabel")
 UNDO_KINDS = ("relabel", "delete")  # "undo last" here never takes back an upload or a class edit
@@ -33,26 +36,65 @@ def parse_ids(values):
     return ids
 
 
+@dataclass
+class Decision:
+    """What a decision did, in words, and the images it changed (none: it was a no-op)."""
+
+    message: str
+    changed: list = field(default_factory=list)
+
+
 def decide(dataset, action, image_ids, label=None, other_id=None, actor="admin"):
     """Apply one decision to one or more images as a single undoable step; say what was done."""
     ids = parse_ids(image_ids)
-    n = f"{len(ids)} image{'s' if len(ids) != 1 else ''}"
     if action == "delete":
         dataset.apply([{"kind": "delete", "image_id": i} for i in ids], actor)
-        return f"Deleted {n}."
+        return Decision(f"Deleted {plural(len(ids), 'image')}.", ids)
     if action == "relabel":
-        if not label:
-            raise DecisionRefused("choose the class to relabel to")
-        dataset.apply([{"kind": "relabel", "image_id": i, "label": label} for i in ids], actor)
-        return f"Relabelled {n} as {label!r}."
+        return _relabel(dataset, ids, label, actor)
     if action == "keep":
-        keep(dataset, ids, other_id, actor)
-        return "Kept both images of the pair." if other_id else f"Kept {n} as labelled."
+        return _keep(dataset, ids, other_id, actor)
     raise DecisionRefused(f"unknown decision {action!r}; choose one of {', '.join(ACTIONS)}")
 
 
+def _unchanged(ids, words):
+    """Say that a decision changes none of these images, and why."""
+    who = f"Image #{ids[0]} is" if len(ids) == 1 else f"All {len(ids)} images are"
+    return Decision(f"{who} already {words}: nothing changed.")
+
+
+def _relabel(dataset, ids, label, actor):
+    if not label:
+        raise DecisionRefused("choose the class to relabel to")
+    label = check_class_name(label)
+    already = [i for i in ids if (row := dataset.image(i)) is not None
+               and not row["deleted"] and row["label"] == label]
+    todo = [i for i in ids if i not in already]
+    if not todo:
+        return _unchanged(ids, repr(label))
+    dataset.apply([{"kind": "relabel", "image_id": i, "label": label} for i in todo], actor)
+    done = f"Relabelled {plural(len(todo), 'image')} as {label!r}"
+    if already:
+        done += f" ({plural(len(already), 'image was', 'images were')} {label!r} already)"
+    return Decision(done + ".", todo)
+
+
+def _keep(dataset, ids, other_id, actor):
+    kept = keep(dataset, ids, other_id, actor)
+    if kept is None:
+        return _unchanged(ids, "kept") if not other_id else Decision(
+            "That pair is already kept as distinct: nothing changed.")
+    if other_id:
+        return Decision("Kept both images of the pair.", ids)
+    return Decision(f"Kept {plural(len(ids), 'image')} as labelled.", ids)
+
+
 def keep(dataset, image_ids, other_id=None, actor="admin"):
-    """Record images (or, with other_id, pairs) as kept; return the decision's batch id."""
+    """Record images (or, with other_id, pairs) as kept; return the decision's batch id.
+
+    Images and pairs kept already are left as they are; when all are, nothing is recorded and
+    the answer is None.
+    """
     other = parse_ids([other_id])[0] if other_id not in (None, "") else None
     if other is not None and other in image_ids:
         raise DecisionRefused("a pair needs two different images")
@@ -62,6 +104,12 @@ def keep(dataset, image_ids, other_id=None, actor="admin"):
         missing = wanted - dataset.live_ids(wanted)
         if missing:
             raise DecisionRefused(f"there is no live image with id {min(missing)}")
+        if other is None:
+            done = kept_images(conn)
+            image_ids = [i for i in image_ids if i not in done]
+        else:
+            done = kept_pairs(conn)
+            image_ids = [i for i in image_ids if (min(i, other), max(i, other)) not in done]
         after = dataset.last_event_id()
         batch = None
         for i in image_ids:
@@ -123,12 +171,7 @@ def undo_last(dataset, actor=None):
         n = undo_keep(conn, keep_row["batch"])
         if keep_row["other"]:
             return "Undone: keeping a near-duplicate pair."
-        return f"Undone: keeping {n} image{'s' if n != 1 else ''} as labelled."
+        return f"Undone: keeping {plural(n, 'image')} as labelled."
     if change is None:
         return None
-    texts = [describe(r["kind"], r["image_id"], json.loads(r["before"] or "{}"),
-                      json.loads(r["after"] or "{}"))
-             for r in dataset.change_events(change, UNDO_KINDS)]
-    dataset.undo_change(change, actor or "admin")
-    shown = "; ".join(texts[:3]) + (f"; and {len(texts) - 3} more" if len(texts) > 3 else "")
-    return f"Undone: {shown}."
+    return f"Undone: {dataset.undo_change(change, actor or 'admin').text(UNDO_KINDS)}."

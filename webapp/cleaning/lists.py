@@ -134,20 +134,27 @@ class Cleaner:
         return Page([self.item(n, self.loss[n]) for n in rows[offset:offset + limit]],
                     len(rows), offset, limit)
 
-    def duplicates(self, threshold=0.95, offset=0, limit=30):
-        """Return a Page of live image pairs at or above a cosine similarity, most similar first.
+    @property
+    def pair_method(self):
+        """Return how this version's pairs are found: near_duplicates.HASH, or COSINE for scores
+        stored before perceptual hashes."""
+        hashed = self.scored and self.scores.hashes is not None
+        return near_duplicates.HASH if hashed or not self.scored else near_duplicates.COSINE
+
+    def pair_threshold(self, threshold=None):
+        """Return a checked similarity threshold; None: the default of this version's method."""
+        if threshold is None:
+            return near_duplicates.DEFAULT_THRESHOLD[self.pair_method]
+        return near_duplicates.check_threshold(threshold)
+
+    def duplicates(self, threshold=None, offset=0, limit=30):
+        """Return a Page of live image pairs at or above a similarity (None: the method's
+        default), most similar first.
 
         Each item carries both images, the similarity (its score), and flags for a pair that
         straddles train and valid (validation leakage) and for a pair with different labels.
         """
-        threshold = near_duplicates.check_threshold(threshold)
-        first, second, sims = self._pairs(threshold)
-        keep = np.isin(first, self.ids) & np.isin(second, self.ids) & (sims >= threshold)
-        kept = decisions.kept_pairs(self.dataset.conn)
-        if kept:
-            keep &= np.array([(int(a), int(b)) not in kept
-                              for a, b in zip(first, second, strict=True)], bool)
-        first, second, sims = first[keep], second[keep], sims[keep]
+        first, second, sims = self.live_pairs(threshold)
         items = []
         for a, b, s in zip(first[offset:offset + limit], second[offset:offset + limit],
                            sims[offset:offset + limit], strict=True):
@@ -158,6 +165,19 @@ class Cleaner:
                           "labels_differ": x["label"] != y["label"]})
         return Page(items, len(first), offset, limit)
 
+    def live_pairs(self, threshold=None):
+        """Return (first ids, second ids, similarities) of the pairs of live images at or above
+        a similarity (None: the method's default) that no one kept as distinct, most similar
+        first."""
+        threshold = self.pair_threshold(threshold)
+        first, second, sims = self._pairs(threshold)
+        keep = np.isin(first, self.ids) & np.isin(second, self.ids) & (sims >= threshold)
+        kept = decisions.kept_pairs(self.dataset.conn)
+        if kept:
+            keep &= np.array([(int(a), int(b)) not in kept
+                              for a, b in zip(first, second, strict=True)], bool)
+        return first[keep], second[keep], sims[keep]
+
     def _pairs(self, threshold):
         """Return (first ids, second ids, similarities) of every scored pair above threshold."""
         stored = scoring.load_pairs(self.data_dir, self.version)
@@ -166,7 +186,7 @@ class Cleaner:
 
         def search():  # below the stored floor: search now (tile by tile), once per threshold
             scores = scoring.load_scores(self.data_dir, self.version)
-            p = near_duplicates.similar_pairs(scores.embeddings, threshold)
+            _, p = near_duplicates.find_pairs(scores.hashes, scores.embeddings, threshold)
             return scores.image_ids[p.first], scores.image_ids[p.second], p.similarity
 
         return _cached(("pairs", str(self.data_dir), self.version,
@@ -221,13 +241,9 @@ class Cleaner:
             names[RETRAINING] = f"k-fold retraining ({cv.meta['folds']} folds)"
         return names
 
-    def label_issues(self, offset=0, limit=30):
-        """Return a Page of suspected label errors, most suspect first.
-
-        Ranked by cleanlab's self-confidence label-quality score on out-of-sample probabilities;
-        images cleanlab's confident learning flags come first. Items say the suggested label;
-        the Page's `sources` says how many images each source of probabilities judged.
-        """
+    def judged(self):
+        """Return (rows, probabilities, source, label quality, flagged) of the images not kept
+        whose label out-of-sample probabilities can judge (see label_issues)."""
         rows, probs, source = self.out_of_sample()
         keep = self.label_idx[rows] >= 0
         if len(rows):
@@ -240,16 +256,29 @@ class Cleaner:
                for name in (scoring.SCORES, scoring.CV_SCORES, scoring.EMBEDDING_CV)),
              rows.tobytes(), labels.tobytes()),
             lambda: rank_label_issues(labels, probs))
+        return rows, probs, source, quality, flagged
+
+    def label_issues(self, offset=0, limit=30):
+        """Return a Page of suspected label errors, most suspect first.
+
+        Ranked by cleanlab's self-confidence label-quality score on out-of-sample probabilities;
+        images cleanlab's confident learning flags come first. Items say the suggested label and
+        `judged_by`, the source of its probability (beside the model's own `predicted`); the
+        Page's `sources` says how many images each source of probabilities judged.
+        """
+        rows, probs, source, quality, flagged = self.judged()
         order = np.lexsort((quality, ~flagged))
+        names = self.source_names()
+        judges = {**names, MODEL_OWN: "the model itself (a validation image)"}
         items = []
         for k in order[offset:offset + limit]:
             item = self.item(rows[k], quality[k])
             best = int(probs[k].argmax())
             item.update(suggested=self.vocab[best],
                         suggested_probability=round(float(probs[k][best]), 4),
+                        judged_by=judges[int(source[k])],
                         quality=round(float(quality[k]), 4), flagged=bool(flagged[k]))
             items.append(item)
-        names = self.source_names()
         counts = {names[c]: int(n) for c, n in zip(*np.unique(source, return_counts=True),
                                                    strict=True)}
         return Page(items, len(rows), offset, limit, counts)

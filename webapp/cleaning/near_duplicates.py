@@ -1,4 +1,14 @@
-"""Near-duplicate search over embeddings: cosine similarity tile by tile, never an N×N matrix."""
+"""Near-duplicate search, tile by tile (never an N×N matrix), on perceptual hashes or embeddings.
+
+Two images are near-duplicates when their perceptual hashes (imagehash's 64-bit pHash: whether
+each of the 64 lowest frequencies of a 32×32 grey thumbnail is above their median) agree on
+enough bits. The similarity is the
+share of agreeing bits, so 0.875 means at most 8 of 64 differ. bench/near_duplicates.py chose
+hash and threshold by planting re-encoded, resized and slightly cropped copies in a real set:
+the hash finds them with few other pairs, while the penultimate activations of any two images
+of one class are about as close as an image and its copy (figures: README, Cleaning). Versions
+scored before hashes were stored fall back to the cosine similarity of their embeddings.
+"""
 from dataclasses import dataclass
 
 import numpy as np
@@ -6,11 +16,14 @@ import numpy as np
 ROWS, COLS = 1024, 4096  # a 1024×4096 float32 tile is 16 MB; wider tiles mean fewer
 # thread-pool handoffs, which matters on a machine whose cores are busy with other work
 MAX_PAIRS = 200_000
+HASH, COSINE = "phash", "cosine"  # what a version's pairs were found with
+HASH_BITS = 64
+DEFAULT_THRESHOLD = {HASH: 0.875, COSINE: 0.95}  # COSINE: the default before hashes existed
 
 
 @dataclass
 class Pairs:
-    """Pairs of rows (first < second) and their cosine similarity, most similar first."""
+    """Pairs of rows (first < second) and their similarity, most similar first."""
 
     first: np.ndarray  # int64
     second: np.ndarray  # int64
@@ -29,25 +42,59 @@ def check_threshold(threshold):
     return t
 
 
-def similar_pairs(embeddings, threshold=0.9, rows=ROWS, cols=COLS, max_pairs=MAX_PAIRS):
-    """Return the pairs of rows whose cosine similarity is at least `threshold`.
+def perceptual_hash(image):
+    """Return a PIL image's 64-bit perceptual hash (pHash) as an int."""
+    import imagehash
+
+    grey = image.convert("L")
+    grey = grey.reduce(max(1, min(grey.size) // 128))  # box-shrink first: a 12 MP photo in ms
+    bits = imagehash.phash(grey, hash_size=8).hash.flatten()
+    return int(np.packbits(bits).view(">u8")[0])
+
+
+def similar_hashes(hashes, threshold=DEFAULT_THRESHOLD[HASH], rows=ROWS, cols=COLS,
+                   max_pairs=MAX_PAIRS):
+    """Return the pairs of rows whose hashes agree on at least `threshold` of their bits."""
+    h = np.asarray(hashes, np.uint64)
+
+    def tile(a, b):
+        differ = np.bitwise_count(h[a, None] ^ h[None, b])
+        return 1 - differ.astype(np.float32) / HASH_BITS
+
+    return _search(len(h), tile, threshold, rows, cols, max_pairs)
+
+
+def similar_pairs(embeddings, threshold=DEFAULT_THRESHOLD[COSINE], rows=ROWS, cols=COLS,
+                  max_pairs=MAX_PAIRS):
+    """Return the pairs of rows whose embeddings' cosine similarity is at least `threshold`."""
+    import torch
+
+    x = torch.nn.functional.normalize(torch.as_tensor(np.asarray(embeddings, np.float32)), dim=1)
+    return _search(len(x), lambda a, b: torch.mm(x[a], x[b].T).numpy(), threshold, rows, cols,
+                   max_pairs)
+
+
+def find_pairs(hashes, embeddings, threshold):
+    """Return (method, Pairs): by hashes when the scores have them, else by embeddings."""
+    if hashes is not None:
+        return HASH, similar_hashes(hashes, threshold)
+    return COSINE, similar_pairs(embeddings, threshold)
+
+
+def _search(n, tile, threshold, rows, cols, max_pairs):
+    """Collect the pairs at or above threshold from `tile(rows slice, cols slice)` similarities.
 
     Works through (rows × cols) tiles of the upper triangle, so memory stays at one tile plus
     the pairs found. When more than `max_pairs` qualify, the most similar `max_pairs` are kept.
     """
-    import torch
-
     threshold = check_threshold(threshold)
-    x = torch.nn.functional.normalize(torch.as_tensor(np.asarray(embeddings, np.float32)), dim=1)
-    n, floor = len(x), threshold
-    found, count = [], 0
+    floor, found, count = threshold, [], 0
     for a in range(0, n, rows):
-        xa = x[a:a + rows]
         for b in range(a, n, cols):
-            sims = torch.mm(xa, x[b:b + cols].T)
+            sims = tile(slice(a, a + rows), slice(b, b + cols))
             if b < a + rows:  # keep column > row only: each pair once, no self-pairs
-                sims.triu_(diagonal=a - b + 1)  # (zeros never pass: the threshold is above 0)
-            r, c = torch.nonzero(sims >= floor, as_tuple=True)
+                sims = np.triu(sims, a - b + 1)  # (zeros never pass: the threshold is above 0)
+            r, c = np.nonzero(sims >= floor)
             if len(r):
                 found.append((r + a, c + b, sims[r, c]))
                 count += len(r)
@@ -55,18 +102,13 @@ def similar_pairs(embeddings, threshold=0.9, rows=ROWS, cols=COLS, max_pairs=MAX
                 found = [_top(found, max_pairs)]
                 count = len(found[0][0])
                 floor = max(floor, float(found[0][2].min()))
-    i, j, s = _top(found, max_pairs) if found else (torch.zeros(0, dtype=torch.long),) * 2 + (
-        torch.zeros(0),)
-    return Pairs(i.numpy().astype(np.int64), j.numpy().astype(np.int64),
-                 s.numpy().astype(np.float32), threshold)
+    i, j, s = _top(found, max_pairs) if found else (np.zeros(0, np.int64),) * 2 + (
+        np.zeros(0, np.float32),)
+    return Pairs(i.astype(np.int64), j.astype(np.int64), s.astype(np.float32), threshold)
 
 
 def _top(found, k):
     """Concatenate (rows, cols, sims) chunks and keep the k most similar, sorted descending."""
-    import torch
-
-    i = torch.cat([f[0] for f in found])
-    j = torch.cat([f[1] for f in found])
-    s = torch.cat([f[2] for f in found])
-    order = torch.argsort(s, descending=True, stable=True)[:k]
+    i, j, s = (np.concatenate([f[n] for f in found]) for n in range(3))
+    order = np.argsort(-s, kind="stable")[:k]
     return i[order], j[order], s[order]

@@ -1,11 +1,13 @@
 """Scores for the cleaner: every labeled image's class probabilities and embedding, per version.
 
 A version's scores live beside its export.pkl: `models/<version>/scores.npz` (image ids, class
-probabilities as float32, penultimate activations as float16) and `scores.json` (vocab, counts,
-timing). Losses are not stored: the cleaner computes them from the probabilities and each
-image's current label, so a relabel re-ranks at once. Right after scoring, the cheap models of
-embedding_models.py run on the embeddings (`embedding_cv.npz`: out-of-fold probabilities and
-outlier scores) and the near-duplicate search stores its pairs (`pairs.npz`).
+probabilities as float32, penultimate activations as float16, 64-bit perceptual hashes) and
+`scores.json` (vocab, counts, timing). Losses are not stored: the cleaner computes them from the
+probabilities and each image's current label, so a relabel re-ranks at once. Right after
+scoring, the cheap models of embedding_models.py run on the embeddings (`embedding_cv.npz`:
+out-of-fold probabilities and outlier scores), the near-duplicate search stores its pairs
+(`pairs.npz`, by perceptual hashes) and projection.py draws the 2D map of the embeddings
+(`projection.npz`: every image's x, y).
 """
 import json
 import time
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from webapp.cleaning import embedding_models, near_duplicates
+from webapp.cleaning import embedding_models, near_duplicates, projection
 from webapp.core import files, images
 from webapp.dataset.store import Dataset
 from webapp.model import registry
@@ -26,9 +28,11 @@ CV_SCORES = "cv_scores.npz"  # out-of-fold probabilities of training images (cro
 CV_META = "cv_scores.json"
 PAIRS = "pairs.npz"  # near-duplicate pairs at or above PAIRS_FLOOR, found right after scoring
 PAIRS_META = "pairs.json"
-PAIRS_FLOOR = 0.8
+PAIRS_FLOOR = 0.8  # of hashes: at most 12 of 64 bits differ
 EMBEDDING_CV = "embedding_cv.npz"  # out-of-fold probabilities and outlier scores (embedding_models)
 EMBEDDING_CV_META = "embedding_cv.json"
+PROJECTION = "projection.npz"  # every image's place on the cleaner's map (projection.py)
+PROJECTION_META = "projection.json"
 
 
 class ScoringError(RuntimeError):
@@ -45,6 +49,7 @@ class Scores:
     probs: np.ndarray  # (n, classes) float32
     embeddings: np.ndarray | None = None  # (n, d) float16
     meta: dict = field(default_factory=dict)
+    hashes: np.ndarray | None = None  # (n,) uint64 perceptual hashes; None if scored before them
 
     def __len__(self):
         return len(self.image_ids)
@@ -76,8 +81,8 @@ def load_pictures(data_dir, rows):
 
 
 def score_images(clf, data_dir, rows, progress=None, batch_size=64):
-    """Score rows in batches; return (ids, probs, embeddings, failed ids)."""
-    ids, probs, embs, failed = [], [], [], []
+    """Score rows in batches; return (ids, probs, embeddings, perceptual hashes, failed ids)."""
+    ids, probs, embs, hashes, failed = [], [], [], [], []
     total = len(rows)
     if progress:
         progress(0, total)
@@ -89,13 +94,14 @@ def score_images(clf, data_dir, rows, progress=None, batch_size=64):
             ids += [r["id"] for r in ok]
             probs.append(p)
             embs.append(e.astype(np.float16))
+            hashes += [near_duplicates.perceptual_hash(pic) for pic in pics]
         if progress:
             progress(min(start + batch_size, total), total)
     n_classes = len(clf.vocab)
     return (np.asarray(ids, dtype=np.int64),
             np.concatenate(probs) if probs else np.zeros((0, n_classes), np.float32),
             np.concatenate(embs) if embs else np.zeros((0, 0), np.float16),
-            failed)
+            np.asarray(hashes, np.uint64), failed)
 
 
 def save_arrays(path, meta_path, meta, **arrays):
@@ -115,7 +121,7 @@ def score_version(data_dir, version, on_progress=None, batch_size=64):
     started = time.monotonic()
     clf = Classifier(registry.load_learner_verified(data_dir, version), version)
     rows = labeled_images(data_dir)
-    ids, probs, embs, failed = score_images(clf, data_dir, rows, on_progress, batch_size)
+    ids, probs, embs, hashes, failed = score_images(clf, data_dir, rows, on_progress, batch_size)
     seconds = time.monotonic() - started
     meta = {"version": version, "vocab": clf.vocab, "images": int(len(ids)),
             "failed": failed, "embedding_dim": int(embs.shape[1]) if embs.size else 0,
@@ -124,21 +130,22 @@ def score_version(data_dir, version, on_progress=None, batch_size=64):
             "images_per_second": round(len(ids) / seconds, 1) if seconds > 0 else None}
     vdir = registry.models_dir(data_dir) / version
     save_arrays(vdir / SCORES, vdir / SCORES_META, meta,
-                image_ids=ids, probs=probs.astype(np.float32), embeddings=embs)
-    save_pairs(vdir, ids, embs)
+                image_ids=ids, probs=probs.astype(np.float32), embeddings=embs, hashes=hashes)
+    save_pairs(vdir, ids, embs, hashes)
     labels = {r["id"]: r["label"] for r in rows}
     save_embedding_checks(vdir, ids, [labels[int(i)] for i in ids], clf.vocab, embs)
+    save_projection(vdir, ids, embs)
     return meta
 
 
-def save_pairs(version_dir, ids, embeddings):
-    """Find the near-duplicate pairs above PAIRS_FLOOR once, so the page needs no search."""
+def save_pairs(version_dir, ids, embeddings, hashes=None):
+    """Find the near-duplicate pairs above PAIRS_FLOOR once, so the page needs no search
+    (by perceptual hashes; by embeddings when there are none)."""
     started = time.monotonic()
-    pairs = near_duplicates.similar_pairs(embeddings, PAIRS_FLOOR) if len(ids) > 1 else None
-    first, second, sims = ((ids[pairs.first], ids[pairs.second], pairs.similarity) if pairs
-                           else (np.zeros(0, np.int64),) * 2 + (np.zeros(0, np.float32),))
-    meta = {"floor": PAIRS_FLOOR, "pairs": int(len(first)), "embeddings": int(len(ids)),
-            "seconds": round(time.monotonic() - started, 2)}
+    method, pairs = near_duplicates.find_pairs(hashes, embeddings, PAIRS_FLOOR)
+    first, second, sims = ids[pairs.first], ids[pairs.second], pairs.similarity
+    meta = {"method": method, "floor": PAIRS_FLOOR, "pairs": int(len(first)),
+            "images": int(len(ids)), "seconds": round(time.monotonic() - started, 2)}
     save_arrays(version_dir / PAIRS, version_dir / PAIRS_META, meta,
                 first=first, second=second, similarity=sims)
 
@@ -160,13 +167,24 @@ def save_embedding_checks(version_dir, ids, labels, vocab, embeddings):
     return meta
 
 
+def save_projection(version_dir, ids, embeddings):
+    """Draw the 2D map of the embeddings once, so the Map tab needs no scikit-learn."""
+    started = time.monotonic()
+    drawn = projection.project(embeddings)
+    meta = {"method": drawn.method, "images": int(len(ids)), "fitted": drawn.fitted,
+            "seconds": round(time.monotonic() - started, 2)}
+    save_arrays(version_dir / PROJECTION, version_dir / PROJECTION_META, meta,
+                image_ids=np.asarray(ids, np.int64), xy=drawn.xy)
+    return meta
+
+
 def load_arrays(data_dir, version, npz, meta_name, names):
     """Return (meta, {name: array}) stored with a version, or None when they are not there."""
     vdir = registry.models_dir(data_dir) / version
     try:
         meta = json.loads((vdir / meta_name).read_text())
-        with np.load(vdir / npz) as z:
-            return meta, {n: z[n] for n in names}
+        with np.load(vdir / npz) as z:  # a name the file lacks (older scores) is left out
+            return meta, {n: z[n] for n in names if n in z.files}
     except FileNotFoundError:
         return None
 
@@ -181,12 +199,13 @@ def scores_meta(data_dir, version):
 
 def load_scores(data_dir, version, embeddings=True):
     """Return a version's Scores, or None when it has not been scored."""
-    names = ("image_ids", "probs", "embeddings") if embeddings else ("image_ids", "probs")
+    names = ("image_ids", "probs", "hashes") + (("embeddings",) if embeddings else ())
     got = load_arrays(data_dir, version, SCORES, SCORES_META, names)
     if got is None:
         return None
     meta, a = got
-    return Scores(version, meta["vocab"], a["image_ids"], a["probs"], a.get("embeddings"), meta)
+    return Scores(version, meta["vocab"], a["image_ids"], a["probs"], a.get("embeddings"), meta,
+                  a.get("hashes"))
 
 
 def load_cv_scores(data_dir, version):
@@ -210,3 +229,9 @@ def load_pairs(data_dir, version):
         return None
     meta, arrays = got
     return arrays["first"], arrays["second"], arrays["similarity"], meta
+
+
+def load_projection(data_dir, version):
+    """Return (meta, {image_ids, xy}) of a version's map, or None (versions scored before the
+    map existed: rescoring draws it)."""
+    return load_arrays(data_dir, version, PROJECTION, PROJECTION_META, ("image_ids", "xy"))

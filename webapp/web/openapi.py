@@ -30,6 +30,11 @@ def _query(name, schema, description):
 LIMIT = _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "items per page")
 OFFSET = _query("offset", {"type": "integer", "minimum": 0}, "items to skip")
 VERSION = _query("version", {"type": "string"}, "a registered model version (default: active)")
+THRESHOLD = _query("threshold", {"type": "number", "exclusiveMinimum": True, "minimum": 0,
+                                  "maximum": 1},
+                   "similarity at least: the share of the 64 bits of two images' perceptual "
+                   "hashes that agree (default 0.875); for versions scored before hashes, the "
+                   "cosine of the embeddings (default 0.95)")
 VERSION_PATH = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}
 ADMIN_ERRORS = {"400": _error("a parameter is not valid"), "401": _error("not logged in"),
                 "404": _error("no such model version"),
@@ -81,7 +86,7 @@ SCHEMAS = {
     "PairList": {"type": "object", "required": ["version", "total", "items", "ranked_by"],
                  "properties": {
                      "version": {"type": "string"}, "total": {"type": "integer"},
-                     "ranked_by": {"type": "string"},
+                     "threshold": {"type": "number"}, "ranked_by": {"type": "string"},
                      "items": {"type": "array", "items": {
                          "type": "object",
                          "required": ["first", "second", "similarity", "straddles_split",
@@ -114,6 +119,32 @@ SCHEMAS = {
                         "items": {"type": "array", "items": {"allOf": [_ref("Item"), {
                             "type": "object", "required": ["score"],
                             "properties": {"score": {"type": "number"}}}]}}}},
+    "Map": {"type": "object",
+            "required": ["version", "method", "total", "unplaced", "marks", "points"],
+            "properties": {
+                "version": {"type": "string"},
+                "method": {"type": "string", "description": "how the 2D projection was made"},
+                "total": {"type": "integer", "description": "images on the map"},
+                "unplaced": {"type": "integer", "description": "labeled images not on the "
+                             "map (added since scoring): rescore to place them"},
+                "marks": {"type": "object", "description": "what each mark means",
+                          "additionalProperties": {"type": "string"}},
+                "points": {
+                    "type": "object", "description": "columns: row i of every list is one image",
+                    "required": ["image_id", "name", "label", "split", "x", "y", "label_issue",
+                                 "outlier", "duplicate"],
+                    "properties": {
+                        "image_id": {"type": "array", "items": {"type": "integer"}},
+                        "name": {"type": "array", "items": {"type": "string"},
+                                 "description": "exactly as in cleaned.csv"},
+                        "label": {"type": "array", "items": {"type": "string"}},
+                        "split": {"type": "array",
+                                  "items": {"type": "string", "enum": ["train", "valid"]}},
+                        "x": {"type": "array", "items": {"type": "number"}},
+                        "y": {"type": "array", "items": {"type": "number"}},
+                        "label_issue": {"type": "array", "items": {"type": "boolean"}},
+                        "outlier": {"type": "array", "items": {"type": "boolean"}},
+                        "duplicate": {"type": "array", "items": {"type": "boolean"}}}}}},
     "Job": {"type": "object",
             "required": ["id", "kind", "status", "percent", "message", "items", "counts"],
             "properties": {
@@ -217,14 +248,21 @@ PATHS = {
          _query("predicted", {"type": "string"}, "a confusion cell's predicted class")],
         "LossList"),
     "/clean/duplicates.json": _clean_list(
-        "Near-duplicate pairs, most similar first",
-        [_query("threshold", {"type": "number", "exclusiveMinimum": True, "minimum": 0,
-                              "maximum": 1}, "cosine similarity at least")], "PairList"),
+        "Near-duplicate pairs, most similar first", [THRESHOLD], "PairList"),
     "/clean/label-issues.json": _clean_list(
         "Suspected label errors, lowest label quality first", [], "IssueList"),
     "/clean/outliers.json": _clean_list(
         "Images by outlier score (unlike any other in the embedding), most unusual first", [],
         "OutlierList"),
+    "/clean/map.json": {"get": {
+        "summary": "Every scored image's place on the 2D map of the embeddings (x, y in [0, 1]), "
+                   "with its label, split and marks, as columns",
+        "security": ADMIN,
+        "parameters": [THRESHOLD, VERSION],
+        "responses": {"200": _json(_ref("Map")),
+                      **ADMIN_ERRORS,
+                      "409": _error("the model has not scored the images yet, or scored them "
+                                    "before maps were drawn: rescore first")}}},
     "/jobs/{job_id}.json": {"get": {
         "summary": "A job's status, and its item outcomes after ?after=<item id>",
         "security": ADMIN,

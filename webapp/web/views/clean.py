@@ -1,8 +1,8 @@
-"""The cleaner: top losses, near-duplicates, suspected label errors, outliers, decisions, undo,
-history."""
+"""The cleaner: top losses, near-duplicates, suspected label errors, outliers, the map, decisions,
+undo, history."""
 from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, url_for
 
-from webapp.cleaning import crossval, decisions, lists as cleaning
+from webapp.cleaning import crossval, dataset_map as maps, decisions, lists as cleaning
 from webapp.dataset.store import StoreError
 from webapp.jobs import runner as jobs
 from webapp.model import registry
@@ -10,9 +10,11 @@ from webapp.web.auth import admin_required, safe_next
 from webapp.web.resources import data_dir, get_dataset
 
 bp = Blueprint("cleaning", __name__, url_prefix="/clean")
+PAIR_SIMILARITY = {
+    cleaning.near_duplicates.HASH: "perceptual-hash similarity (the share of 64 bits that agree)",
+    cleaning.near_duplicates.COSINE: "cosine similarity of the embeddings"}
 PER_PAGE = {"losses": 48, "pairs": 20, "issues": 36, "outliers": 48, "history": 50}
 MAX_LIMIT = 1000
-DEFAULT_THRESHOLD = 0.95
 
 
 
@@ -35,10 +37,10 @@ def _int_arg(name, default, lo, hi):
     return value
 
 
-def _threshold():
+def _threshold(cleaner):
+    """Return the ?threshold= asked for, else the default of the version's pairing method."""
     try:
-        raw = request.args.get("threshold", DEFAULT_THRESHOLD)
-        return cleaning.near_duplicates.check_threshold(raw)
+        return cleaner.pair_threshold(request.args.get("threshold"))
     except ValueError:
         abort(400, description="threshold must be a number above 0 and at most 1")
 
@@ -92,7 +94,8 @@ def top_losses_json():
 @bp.route("/duplicates")
 @admin_required
 def duplicates():
-    cleaner, threshold = _cleaner(), _threshold()
+    cleaner = _cleaner()
+    threshold = _threshold(cleaner)
     offset = _int_arg("offset", 0, 0, 10**9)
     page = cleaner.duplicates(threshold, offset, PER_PAGE["pairs"]) if cleaner.scored else None
     return _render("clean/duplicates.html", cleaner, page=page, threshold=threshold,
@@ -103,10 +106,11 @@ def duplicates():
 @admin_required
 def duplicates_json():
     cleaner = _scored_or_409(_cleaner())
-    page = cleaner.duplicates(_threshold(), _int_arg("offset", 0, 0, 10**9),
+    threshold = _threshold(cleaner)
+    page = cleaner.duplicates(threshold, _int_arg("offset", 0, 0, 10**9),
                               _int_arg("limit", 100, 1, MAX_LIMIT))
     return jsonify(version=cleaner.version, total=page.total, items=page.items,
-                   ranked_by="cosine similarity")
+                   threshold=threshold, ranked_by=PAIR_SIMILARITY[cleaner.pair_method])
 
 
 @bp.route("/label-issues")
@@ -152,14 +156,32 @@ def outliers_json():
                              "highest first")
 
 
+@bp.route("/map")
+@admin_required
+def dataset_map():
+    cleaner = _cleaner()
+    return _render("clean/map.html", cleaner, drawn=maps.drawn(cleaner), link_args=_list_args({}))
+
+
+@bp.route("/map.json")
+@admin_required
+def map_json():
+    cleaner = _scored_or_409(_cleaner())
+    points = maps.map_points(cleaner, _threshold(cleaner))
+    if points is None:
+        abort(409, description="these scores have no map yet: rescore first")
+    return jsonify(points)
+
+
 def _next_url():
     return safe_next(request.form.get("next"), url_for(".index"))
 
 
-def _answer(message, error=False):
-    """Answer a POST: JSON for the page's script, else flash and go back."""
+def _answer(message, error=False, **extra):
+    """Answer a POST: JSON for the page's script (with `extra`), else flash and go back."""
     if request.accept_mimetypes.best == "application/json":
-        return jsonify({"error": message} if error else {"message": message}), 400 if error else 200
+        return (jsonify({"error": message} if error else {"message": message, **extra}),
+                400 if error else 200)
     flash(message, "error" if error else "message")
     return redirect(_next_url()), 303
 
@@ -169,11 +191,11 @@ def _answer(message, error=False):
 def decide():
     f = request.form
     try:
-        message = decisions.decide(get_dataset(), f.get("action"), f.getlist("image_id"),
-                                   label=f.get("label"), other_id=f.get("other_id"))
+        decision = decisions.decide(get_dataset(), f.get("action"), f.getlist("image_id"),
+                                    label=f.get("label"), other_id=f.get("other_id"))
     except StoreError as e:
         return _answer(str(e), error=True)
-    return _answer(message)
+    return _answer(decision.message, changed=decision.changed)
 
 
 @bp.route("/undo-last", methods=["POST"])
@@ -201,10 +223,10 @@ def history():
 @admin_required
 def undo_event(event_id):
     try:
-        get_dataset().undo(event_id)
+        undone = get_dataset().undo(event_id)
     except StoreError as e:
         return _answer(str(e), error=True)
-    return _answer(f"Undone: event #{event_id}.")
+    return _answer(f"Undone: {undone.text()} (event #{event_id}).")
 
 
 @bp.route("/kept/<int:batch>/undo", methods=["POST"])
