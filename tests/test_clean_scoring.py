@@ -14,9 +14,11 @@ from webapp.model.classifier import Classifier
 
 def test_scoring_a_version_stores_probabilities_and_embeddings_of_every_labeled_image(trained_copy):
     data_dir, version, _ = trained_copy
-    calls = []
+    calls, steps = [], []
     meta = scoring.score_version(data_dir, version, on_progress=lambda d, t: calls.append((d, t)),
-                                 batch_size=16)
+                                 batch_size=16, on_phase=steps.append)
+    # The steps after the scoring say what they do while they run: a job's bar shows them.
+    assert [s.split()[0] for s in steps] == ["Looking", "Judging", "Drawing"]
 
     labeled = scoring.labeled_images(data_dir)
     assert calls[0] == (0, len(labeled)) and calls[-1] == (len(labeled), len(labeled))

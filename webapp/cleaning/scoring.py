@@ -112,12 +112,15 @@ def save_arrays(path, meta_path, meta, **arrays):
         json.dump(meta, f, indent=2)
 
 
-def score_version(data_dir, version, on_progress=None, batch_size=64):
+def score_version(data_dir, version, on_progress=None, batch_size=64, on_phase=None):
     """Score every labeled live image with a version's learner and store the scores with it.
 
     `on_progress(done, total)` is called after each batch (it may raise to stop: nothing is
-    written then). Return the summary that scores.json records.
+    written then); `on_phase(message)` hears of each step after the scoring (the pair search,
+    the cross-validated models, the map), which take seconds to a minute or two on large sets.
+    Return the summary that scores.json records.
     """
+    on_phase = on_phase or (lambda message: None)
     started = time.monotonic()
     clf = Classifier(registry.load_learner_verified(data_dir, version), version)
     rows = labeled_images(data_dir)
@@ -131,9 +134,12 @@ def score_version(data_dir, version, on_progress=None, batch_size=64):
     vdir = registry.models_dir(data_dir) / version
     save_arrays(vdir / SCORES, vdir / SCORES_META, meta,
                 image_ids=ids, probs=probs.astype(np.float32), embeddings=embs, hashes=hashes)
+    on_phase(f"Looking for near-duplicates among {len(ids)} images")
     save_pairs(vdir, ids, embs, hashes)
     labels = {r["id"]: r["label"] for r in rows}
+    on_phase("Judging every label with models cross-validated on the embeddings")
     save_embedding_checks(vdir, ids, [labels[int(i)] for i in ids], clf.vocab, embs)
+    on_phase("Drawing the map of the dataset")
     save_projection(vdir, ids, embs)
     return meta
 

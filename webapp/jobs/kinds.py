@@ -74,7 +74,8 @@ def score(job):
     folds = int(p.get("cv_folds") or 0)
     job.progress(0, None, phase="scoring", message=f"Scoring every labeled image with {version}")
     meta = scoring.score_version(job.data_dir, version, on_progress=job.progress,
-                                 batch_size=int(p.get("batch_size") or 64))
+                                 batch_size=int(p.get("batch_size") or 64),
+                                 on_phase=lambda message: job.progress(message=message))
     message = (f"Scored {meta['images']} images with {version} "
                f"({meta['images_per_second']} images/s).")
     result = {"version": version, "scored": meta["images"], "failed": len(meta["failed"])}
