@@ -78,9 +78,10 @@ def trained_dir(tmp_path_factory):
     for label, data in tinted_set(per_class=32):
         ds.add_image(data, label=label, source="test")
     ds.close()
-    # Small batches: BatchNorm's running statistics need enough steps to settle.
+    # Small batches: BatchNorm's running statistics need enough steps to settle. The rate is
+    # left to lr_find, within its budget (its floor: 16 iterations).
     opts = training.TrainOptions(arch="resnet18", size=32, epochs=2, fine_tune_epochs=2, bs=4,
-                                 lr=1e-2, pretrained=False, lr_find_iters=30)
+                                 pretrained=False)
     version, metrics = training.train(data_dir, opts, log=lambda *a: None)
     return data_dir, version, metrics
 

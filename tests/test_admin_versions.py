@@ -2,6 +2,7 @@
 import csv
 import io
 import random
+import re
 import zipfile
 
 import pytest
@@ -78,9 +79,19 @@ def test_the_report_reads_like_the_lesson(site):
     assert "Diagnosis" in page and "The lesson's advice:" in page
     assert ("<th>epoch</th><th>train_loss</th><th>valid_loss</th><th>error_rate</th><th>time</th>"
             in page)
-    assert "fit_one_cycle(2, 1.0e-02), whole network" in page  # from scratch: nothing frozen
-    assert "unfreeze(); fit_one_cycle(2, slice(" in page
+    lr = registry.version_record(data_dir, v1)["metrics"]["lr"]
+    # From scratch: nothing frozen, one cycle, and the page says which recipe ran.
+    assert f"fit_one_cycle(4, {lr:.1e}), the whole network from random weights" in page
+    assert "unfreeze()" not in page
+    assert ("Recipe: from scratch (no ImageNet weights): the whole network, "
+            f"4 epochs at lr {lr:.1e}") in page
     assert "trained from scratch (no ImageNet weights)" in page
+    # Where the time went, lr_find's share among the phases.
+    assert "Where the time went" in page
+    for phase in ("setup", "lr_find", "from scratch", "export"):
+        assert f"<tr><td>{phase}</td><td>" in page
+    assert re.search(r"lr_find ran \d+ of at most 16 iterations before the from scratch stage",
+                     page)
     assert f'href="/clean/?actual=blue&amp;predicted=red&amp;version={v1}"' in page
     assert "64 images scored" not in page  # the fixture's version was never scored
     for name in ("losses", "lr_find", "confusion"):
@@ -88,7 +99,7 @@ def test_the_report_reads_like_the_lesson(site):
         assert r.status_code == 200 and r.mimetype == "image/svg+xml"
         assert r.get_data(as_text=True).lstrip().startswith("<?xml")
     lr_plot = admin.client.get(f"/admin/models/{v1}/plots/lr_find.svg").get_data(as_text=True)
-    assert "valley" in lr_plot and "used: slice(" in lr_plot
+    assert "valley" in lr_plot and f"used: {lr:.1e}" in lr_plot
     assert admin.client.get(f"/admin/models/{v1}/plots/nonsense.svg").status_code == 404
     assert admin.client.get("/admin/models/19990101-000000").status_code == 404
 

@@ -59,7 +59,7 @@ def test_train_help_shows_the_recipes_own_defaults(runner):
     d = TrainOptions()
     for option, value in (("--arch", d.arch), ("--size", d.size), ("--epochs", d.epochs),
                           ("--fine-tune-epochs", d.fine_tune_epochs), ("--bs", d.bs),
-                          ("--lr-find-iters", d.lr_find_iters)):
+                          ("--lr-find-iters", "(auto)")):
         shown = out[out.index(f"  {option} "):].split("[default: ", 1)[1].split("]", 1)[0]
         assert shown == str(value), option
 

@@ -53,7 +53,8 @@ def _kill_at(data_dir, job_id, point, timeout=120):
         time.sleep(POLL)
 
 
-@pytest.mark.parametrize("point", ["frozen", "export", "version folder", "scoring", "pending"])
+@pytest.mark.parametrize("point", ["from scratch", "export", "version folder", "scoring",
+                                   "pending"])
 def test_a_training_killed_at_any_point_changes_nothing_after_a_restart(trained_copy, point):
     data_dir, v1, _ = trained_copy
     before = model_dirs(data_dir)

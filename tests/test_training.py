@@ -7,7 +7,7 @@ import torch
 
 from tests.pictures import tinted_set
 from webapp.dataset.store import Dataset
-from webapp.model import registry, training
+from webapp.model import lr_rules, registry, training
 from webapp.web import forms
 
 
@@ -30,20 +30,35 @@ def test_the_trained_model_beats_chance_and_is_active(trained_dir):
     data_dir, version, metrics = trained_dir
     assert registry.active_version(data_dir) == version
     assert metrics["error_rate"] < 0.3  # two classes: chance is 0.5
+    # No ImageNet weights: one lr_find, then the whole network in one cycle of all 2 + 2 epochs.
     phases = [h["phase"] for h in metrics["history"]]
-    assert phases == ["frozen", "frozen", "unfrozen", "unfrozen"]
+    assert phases == ["from scratch"] * 4
     assert all(h["train_loss"] > 0 and h["valid_loss"] > 0 and h["seconds"] >= 0
                for h in metrics["history"])
-    assert metrics["lr"] == 1e-2  # given, so only the unfrozen stage ran lr_find
-    curve = metrics["lr_find"]["unfrozen"]
-    assert set(metrics["lr_find"]) == {"unfrozen"} and len(curve["lr"]) == len(curve["loss"]) > 5
-    lo, hi = metrics["lr_unfrozen"]
-    assert hi == pytest.approx(1e-2 / 5) and lo <= hi / 10
+    curve = metrics["lr_find"]["from scratch"]
+    assert set(metrics["lr_find"]) == {"from scratch"} and len(curve["lr"]) == len(curve["loss"])
+    assert curve["num_it"] == lr_rules.LR_FIND_MIN_ITERS >= curve["ran"] > 5
+    lr = metrics["lr"]
+    assert lr == lr_rules.scratch_lr(curve["suggestions"]) and metrics["lr_unfrozen"] == [lr, lr]
+    assert metrics["recipe"] == ("from scratch (no ImageNet weights): the whole network, "
+                                 f"4 epochs at lr {lr:.1e} (lr_find's valley, at least 3e-03) "
+                                 "in batches of 4")
+    assert metrics["body_frozen_first"] is False
     prov = metrics["provenance"]
     assert prov["classes"] == ["blue", "red"] and prov["seed"] == 42
     assert metrics["pretrained"] is False
     on_disk = json.loads((registry.models_dir(data_dir) / version / "metrics.json").read_text())
     assert on_disk["export_sha256"] == registry.version_record(data_dir, version)["sha256"]
+
+
+def test_each_phase_records_its_seconds(trained_dir):
+    _, _, metrics = trained_dir
+    phases = metrics["phase_seconds"]
+    assert list(phases) == ["setup", "lr_find", "from scratch", "export"]
+    assert all(s >= 0 for s in phases.values())
+    assert sum(phases.values()) == pytest.approx(metrics["seconds"], abs=0.5)
+    epochs = sum(h["seconds"] for h in metrics["history"])
+    assert phases["from scratch"] >= epochs
 
 
 def test_the_exported_learner_predicts_its_own_validation_images(trained_dir):
@@ -116,6 +131,9 @@ def test_pretrained_weights_in_the_torch_cache_are_used(trained_copy, tmp_path, 
                                  lr=1e-3, lr_find_iters=5, activate=False)
     version, metrics = training.train(data_dir, opts, log=lines.append)
     assert metrics["pretrained"] is True and "ImageNet weights" in lines[0]
+    # The lesson's recipe: the body frozen first (no unfrozen epochs asked, so no lr_find for them).
+    assert metrics["body_frozen_first"] and [h["phase"] for h in metrics["history"]] == ["frozen"]
+    assert metrics["lr_find"] == {} and "Recipe: the lesson's, from ImageNet weights" in lines[1]
     assert registry.active_version(data_dir) != version  # --no-activate kept the old one
 
 

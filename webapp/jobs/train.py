@@ -1,9 +1,11 @@
-"""The "train" job: the lesson's recipe on cleaned.csv, then scores for the cleaner, then serve it.
+"""The "train" job: the recipe on cleaned.csv, then scores for the cleaner, then serve it.
 
-Phases as the progress bar shows them: lr_find, frozen, lr_find, unfrozen (epoch and batch, the
-latest losses beside the bar), export, scoring. The new version is registered pending, marked
-ready once scored, and only then activated: a failure or a cancel anywhere leaves the served
-model as it was and no new version behind, and so does a kill (jobs/recovery.py sweeps it).
+Phases as the progress bar shows them: lr_find, frozen, lr_find, unfrozen from ImageNet weights,
+or lr_find, from scratch (epoch and batch, the latest losses beside the bar), then export and
+scoring; metrics.json's phase_seconds records each one's seconds. The new version is registered
+pending, marked ready once scored, and only then activated: a failure or a cancel anywhere leaves
+the served model as it was and no new version behind, and so does a kill (jobs/recovery.py
+sweeps it).
 """
 import time
 
@@ -19,16 +21,15 @@ class Progress:
     EVERY = 0.25  # seconds between writes within a phase
 
     def __init__(self, job):
-        self.job, self.phase, self.written, self.lr_finds = job, None, 0.0, 0
+        self.job, self.phase, self.written, self.stage = job, None, 0.0, None
 
-    def __call__(self, phase, epoch, n_epochs, batch, n_batches, loss=None, last_epoch=None):
+    def __call__(self, phase, epoch, n_epochs, batch, n_batches, loss=None, last_epoch=None,
+                 stage=None):
         new_phase = phase != self.phase or (phase == "lr_find" and batch == 0)
         now = time.monotonic()
         if not new_phase and batch < n_batches and now - self.written < self.EVERY:
             return
-        self.written, self.phase = now, phase
-        if phase == "lr_find" and batch == 0:
-            self.lr_finds += 1
+        self.written, self.phase, self.stage = now, phase, stage or self.stage
         try:
             self.job.progress(epoch * n_batches + batch, n_epochs * n_batches,
                               phase=phase if new_phase else None,
@@ -40,8 +41,7 @@ class Progress:
 
     def message(self, phase, epoch, n_epochs, batch, n_batches):
         if phase == "lr_find":
-            stage = "body frozen" if self.lr_finds == 1 and self.job.params.get("lr") is None \
-                else "unfrozen"
+            stage = "body frozen" if self.stage == "frozen" else self.stage
             return f"lr_find ({stage}): batch {batch} of at most {n_batches}"
         if phase == "export":
             return "Exporting export.pkl and model.onnx, and checking them"
@@ -86,7 +86,11 @@ def run_job(job):
         job.progress(0, None, phase="scoring",
                      message=f"Scoring every labeled image with {version} for the cleaner",
                      detail=last_epoch_detail(last_epoch))
-        scored = scoring.score_version(job.data_dir, version, on_progress=job.progress)
+        started = time.monotonic()
+        scored = scoring.score_version(job.data_dir, version, on_progress=job.progress,
+                                        on_phase=lambda message: job.progress(message=message))
+        metrics = registry.update_metrics(job.data_dir, version, phase_seconds={
+            **metrics["phase_seconds"], "scoring": round(time.monotonic() - started, 2)})
         registry.mark_ready(job.data_dir, version)
         activate = job.params.get("activate", True)
         if activate:
@@ -101,8 +105,11 @@ def summary(version, metrics, scored, activated):
     """Return the job's result: what it made, how good it is, and the lesson's reading of it."""
     findings = diagnosis.diagnose_metrics(metrics)
     err = metrics["error_rate"]
+    lr_find = (metrics.get("phase_seconds") or {}).get("lr_find")
     message = (f"Model {version}: error rate {err:.3f} after {len(metrics['history'])} epochs "
-               f"in {metrics['seconds']:.0f} s; scored {scored['images']} images; "
+               f"in {metrics['seconds']:.0f} s"
+               + (f" ({lr_find:.0f} s of it lr_find)" if lr_find is not None else "")
+               + f"; scored {scored['images']} images; "
                + ("now active. " if activated else "not activated. ")
                + diagnosis.summary_text(findings))
     return {"version": version, "error_rate": err, "activated": bool(activated),

@@ -3,16 +3,19 @@ the smoothed loss per batch, progress per batch, a stop when asked; then the con
 import time
 
 
-def report_callback(on_progress, should_stop, lr_find_iters):
+def report_callback(on_progress, should_stop):
     """Return a fastai callback that records epochs and the loss curve, reports batch progress,
-    and stops the fit (CancelFitException: fastai's clean way out) when `should_stop()` says so."""
+    and stops the fit (CancelFitException: fastai's clean way out) when `should_stop()` says so.
+
+    Its `phase` names what runs ("lr_find" or a stage of the fit); `lr_find_iters` is the running
+    lr_find's budget, which its progress counts against."""
     from fastai.callback.core import Callback, CancelFitException
 
     class Report(Callback):
         order = 70  # after Recorder, so its log for the epoch is complete
 
         def __init__(self):
-            self.phase, self.history, self.started = "", [], None
+            self.phase, self.history, self.started, self.lr_find_iters = "", [], None, 0
             self.curve = {"iter": [], "loss": []}  # smoothed train loss per batch, both stages
             self.stopped = False
 
@@ -24,7 +27,8 @@ def report_callback(on_progress, should_stop, lr_find_iters):
                 return
             loss = float(self.smooth_loss)
             if self.phase == "lr_find":
-                where = dict(epoch=0, n_epochs=1, batch=self.train_iter, n_batches=lr_find_iters)
+                where = dict(epoch=0, n_epochs=1, batch=self.train_iter,
+                             n_batches=self.lr_find_iters)
             else:
                 self.curve["iter"].append(len(self.curve["iter"]) + 1)
                 self.curve["loss"].append(loss)
@@ -37,7 +41,7 @@ def report_callback(on_progress, should_stop, lr_find_iters):
                 raise CancelFitException()
 
         def after_epoch(self):
-            if self.phase not in ("frozen", "unfrozen"):
+            if self.phase == "lr_find":
                 return
             names = self.recorder.metric_names[1:-1]  # drop "epoch" and "time"
             # The log can be short of a metric (validation skipped): record what there is.

@@ -62,6 +62,16 @@ def record_version(data_dir, version_dir, metrics, source, arch=None, size=None,
     return version_dir.name
 
 
+def update_metrics(data_dir, version, **changes):
+    """Add to a version's recorded metrics, in metrics.json and the store; return them."""
+    metrics = {**version_record(data_dir, version)["metrics"], **changes}
+    files.write_atomic(models_dir(data_dir) / version / METRICS, json.dumps(metrics, indent=2))
+    with db.session(data_dir) as conn:
+        conn.execute("UPDATE models SET metrics = ? WHERE version = ?",
+                     (json.dumps(metrics), version))
+    return metrics
+
+
 def mark_ready(data_dir, version):
     """Mark a pending version finished (exported, checked and scored): it may now be activated."""
     with db.session(data_dir) as conn:

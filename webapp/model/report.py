@@ -44,6 +44,15 @@ def epoch_tables(history):
     return tables
 
 
+def phase_rows(metrics):
+    """Return where a run's time went: [{phase, seconds, share}] in the order the phases ran."""
+    phases = metrics.get("phase_seconds") or {}
+    total = sum(phases.values())
+    return [{"phase": name, "seconds": round(seconds, 1),
+             "share": round(seconds / total, 3) if total else None}
+            for name, seconds in phases.items()]
+
+
 def _six(x):
     return "" if x is None else f"{x:.6f}"
 
@@ -112,6 +121,7 @@ def version_report(data_dir, version):
     classes = (metrics.get("provenance") or {}).get("classes") or metrics.get("classes") or []
     return {
         "record": record, "metrics": metrics, "tables": epoch_tables(history),
+        "phases": phase_rows(metrics),
         "findings": diagnosis.diagnose_metrics(metrics),
         "confusion": confusion_cells(metrics), "most_confused": metrics.get("most_confused") or [],
         "classes": classes, "provenance": metrics.get("provenance") or {},
@@ -218,7 +228,7 @@ MARKERS = {"minimum": ("v", "#2ca02c"), "steep": ("^", "#9467bd"), "valley": ("o
 def draw_lr_find(metrics):
     """Draw each lr_find curve with its suggestions marked and the rate the run used."""
     curves = metrics["lr_find"]
-    stages = [s for s in ("frozen", "unfrozen") if s in curves]
+    stages = [s for s in ("frozen", "unfrozen", "from scratch") if s in curves]
     fig, axes = _figure(4.6 * len(stages), 3.4, ncols=len(stages))
     for ax, stage in zip(axes, stages, strict=True):
         curve = curves[stage]
@@ -227,7 +237,8 @@ def draw_lr_find(metrics):
         ax.set_xscale("log")
         ax.set_xlabel("learning rate")
         ax.set_ylabel("loss")
-        ax.set_title(f"lr_find, {'body frozen' if stage == 'frozen' else 'unfrozen'}")
+        iters = f" ({curve['ran']} iterations)" if curve.get("ran") else ""
+        ax.set_title(f"lr_find, {'body frozen' if stage == 'frozen' else stage}{iters}")
         for name, lr in (curve.get("suggestions") or {}).items():
             if lr is None or not lrs:
                 continue
@@ -235,7 +246,7 @@ def draw_lr_find(metrics):
             marker, colour = MARKERS.get(name, ("s", "black"))
             ax.plot([lrs[i]], [losses[i]], marker, color=colour, markersize=8,
                     label=f"{name}: {lr:.1e}")
-        if stage == "frozen" and metrics.get("lr"):
+        if stage in ("frozen", "from scratch") and metrics.get("lr"):
             ax.axvline(metrics["lr"], color="black", linestyle=":", linewidth=1,
                        label=f"used: {metrics['lr']:.1e}")
         if stage == "unfrozen" and metrics.get("lr_unfrozen"):

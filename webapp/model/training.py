@@ -1,4 +1,4 @@
-"""Training with the lesson's recipe, from cleaned.csv into a new model version."""
+"""Training with the recipe (recipe.py), from cleaned.csv into a new model version."""
 import csv
 import math
 import os
@@ -159,11 +159,11 @@ def bundle_pictures(data_dir, rows, seed=0):
 
 
 def train(data_dir, opts=None, on_progress=None, log=print, should_stop=None):
-    """Train with the lesson's recipe on cleaned.csv; register (and activate) the new version.
+    """Train with the recipe (recipe.py) on cleaned.csv; register (and activate) the new version.
 
-    `on_progress(phase=, epoch=, n_epochs=, batch=, n_batches=, loss=, last_epoch=)` is called
-    per batch; when `should_stop()` turns true the fit stops and TrainingCancelled is raised
-    before anything is registered.
+    `on_progress` hears what recipe.fit_recipe's does, then the "export" phase; when
+    `should_stop()` turns true the fit stops and TrainingCancelled is raised before anything is
+    registered.
     """
     opts = opts or TrainOptions()
     opts.check()
@@ -181,24 +181,30 @@ def train(data_dir, opts=None, on_progress=None, log=print, should_stop=None):
         pretrained = _use_pretrained(opts, log, rows, counts)
         learn = build_learner(data_dir, opts, pretrained, manifest)
         learn.path = Path(work)  # lr_find's temporary weights go here, not into models/
+        setup = round(time.monotonic() - started, 2)
         fit = recipe.fit_recipe(learn, opts, pretrained, on_progress, should_stop)
+        log(f"Recipe: {fit.said}.")
         report = fit.report
         if on_progress:
             on_progress(phase="export", epoch=0, n_epochs=1, batch=0, n_batches=1, loss=None,
                         last_epoch=report.last_epoch)
+        exporting = time.monotonic()
         matrix, most_confused = recorder.confusion(learn)
         recipe.stop_if_asked(should_stop)
         version_dir, served_by = _export(learn, data_dir, manifest, rows, log)
+        exported = round(time.monotonic() - exporting, 2)
 
     metrics = {
         "arch": opts.arch, "size": opts.size, "options": asdict(opts),
-        "lr": fit.lr, "lr_unfrozen": list(fit.lr_unfrozen), "history": report.history,
-        "lr_find": fit.lr_find,
+        "recipe": fit.said, "lr": fit.lr, "lr_unfrozen": list(fit.lr_unfrozen),
+        "history": report.history, "lr_find": fit.lr_find,
         "error_rate": report.history[-1].get("error_rate") if report.history else None,
         "train_curve": {k: _thin(v) for k, v in report.curve.items()},
         "confusion": matrix, "most_confused": most_confused, "images": len(rows),
         "bundle": served_by, "pretrained": bool(pretrained), "body_frozen_first": bool(pretrained),
         "seconds": round(time.monotonic() - started, 1),
+        # Where the time went; the train job adds its scoring once it is done.
+        "phase_seconds": {"setup": setup, **fit.seconds, "export": exported},
         "provenance": _provenance(counts, file_sha256(version_dir / CLEANED_CSV), opts),
     }
     # Activated here, it is finished; otherwise the caller (the train job) scores it first and

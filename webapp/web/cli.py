@@ -92,16 +92,18 @@ DEFAULTS = training.TrainOptions()  # the recipe's defaults, shown by train --he
               show_default=True)
 @click.option("--size", default=DEFAULTS.size, show_default=True, help="image size in pixels")
 @click.option("--epochs", default=DEFAULTS.epochs, show_default=True,
-              help="epochs with the body frozen")
+              help="epochs with the body frozen (from scratch: one cycle of both)")
 @click.option("--fine-tune-epochs", default=DEFAULTS.fine_tune_epochs, show_default=True,
               help="epochs unfrozen")
 @click.option("--lr", type=float, default=DEFAULTS.lr,
-              help="learning rate (default: lr_find's suggestion)")
+              help="learning rate (default: lr_find's suggestion; from scratch, its valley but "
+                   "at least 3e-3)")
 @click.option("--bs", default=DEFAULTS.bs, show_default=True, help="batch size")
 @click.option("--pretrained/--no-pretrained", default=DEFAULTS.pretrained,
               help="use ImageNet weights (default: when torchvision can load them)")
-@click.option("--lr-find-iters", default=DEFAULTS.lr_find_iters, show_default=True,
-              help="lr_find's iterations")
+@click.option("--lr-find-iters", type=int, default=DEFAULTS.lr_find_iters, show_default="auto",
+              help="lr_find's iterations at most (auto: a quarter of the run's training batches, "
+                   "16 to 100)")
 @click.option("--no-activate", is_flag=True, help="register the new version without serving it")
 @with_appcontext
 def train_command(arch, size, epochs, fine_tune_epochs, lr, bs, pretrained, lr_find_iters,

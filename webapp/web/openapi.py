@@ -4,6 +4,7 @@ the registry that serving nodes read.
 Served at /api/openapi.json. tests/test_openapi.py runs schemathesis against it, so a response
 that drifts from what is written here fails the suite.
 """
+from webapp.model.recipe import ARCHS
 
 ADMIN = [{"session": []}]
 NODE = [{"nodeToken": []}]
@@ -157,6 +158,24 @@ SCHEMAS = {
                 "message": {"type": "string", "nullable": True},
                 "items": {"type": "array", "items": {"type": "object"}},
                 "counts": {"type": "object", "additionalProperties": {"type": "integer"}}}},
+    "Estimate": {
+        "type": "object",
+        "required": ["from_scratch", "weights", "phases", "total_seconds", "total", "basis"],
+        "properties": {
+            "from_scratch": {"type": "boolean",
+                             "description": "the run will start from random weights"},
+            "weights": {"type": "object", "required": ["note", "warning"],
+                        "description": "what the retrain form says about ImageNet weights",
+                        "properties": {"note": {"type": "string"},
+                                       "warning": {"type": "boolean"}}},
+            "phases": {"type": "array", "items": {
+                "type": "object", "required": ["name", "seconds", "time", "detail"],
+                "properties": {"name": {"type": "string"}, "seconds": {"type": "number"},
+                               "time": {"type": "string"}, "detail": {"type": "string"}}}},
+            "total_seconds": {"type": "number", "nullable": True,
+                              "description": "null: no run has been timed to scale from"},
+            "total": {"type": "string", "nullable": True},
+            "basis": {"type": "string", "description": "the timed run it scales from, and how"}}},
     "SgdRun": {"type": "object",
                "required": ["model", "options", "points", "steps", "diverged", "summary"],
                "properties": {
@@ -263,6 +282,24 @@ PATHS = {
                       **ADMIN_ERRORS,
                       "409": _error("the model has not scored the images yet, or scored them "
                                     "before maps were drawn: rescore first")}}},
+    "/admin/estimate.json": {"get": {
+        "summary": "What a retrain with these settings would cost on this machine, per phase, "
+                   "scaled from a run it timed; and whether it has ImageNet weights",
+        "security": ADMIN,
+        "parameters": [
+            _query("arch", {"type": "string", "enum": list(ARCHS)},
+                   "architecture (default resnet34)"),
+            _query("size", {"type": "integer"}, "image size in px (default 224)"),
+            _query("epochs", {"type": "integer"}, "epochs with the body frozen (default 4)"),
+            _query("fine_tune_epochs", {"type": "integer"}, "epochs unfrozen (default 2)"),
+            _query("lr", {"type": "string"}, "learning rate, or auto (lr_find's suggestion)"),
+            _query("bs", {"type": "integer"}, "batch size (default 64)"),
+            _query("pretrained", {"type": "string", "enum": ["auto", "yes", "no"]},
+                   "ImageNet weights: when available, yes, or no"),
+            _query("lr_find_iters", {"type": "string"}, "lr_find's iterations, or auto")],
+        "responses": {"200": _json(_ref("Estimate")),
+                      "400": _error("a setting the recipe refuses"),
+                      "401": _error("not logged in")}}},
     "/jobs/{job_id}.json": {"get": {
         "summary": "A job's status, and its item outcomes after ?after=<item id>",
         "security": ADMIN,

@@ -32,7 +32,7 @@ class TerminalProgress:
     def update(self, status):
         d = status.get("detail") or {}
         phase = status.get("phase")
-        per_epoch = phase in ("frozen", "unfrozen", "lr_find") and "batch" in d
+        per_epoch = phase in ("frozen", "unfrozen", "from scratch", "lr_find") and "batch" in d
         done, total = (map(int, d["batch"].split("/")) if per_epoch
                        else (status["done"], status["total"]))
         key = (phase, d.get("epoch") if per_epoch else None)

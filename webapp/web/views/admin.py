@@ -18,7 +18,14 @@ from werkzeug.routing import BuildError
 from webapp.cleaning import scoring
 from webapp.dataset import archive
 from webapp.jobs import runner as jobs
-from webapp.model import node_tokens, notebook_import as model_import, registry, report, training
+from webapp.model import (
+    estimate as run_estimate,
+    node_tokens,
+    notebook_import as model_import,
+    registry,
+    report,
+    training,
+)
 from webapp.web import forms
 from webapp.web.auth import admin_required, safe_next
 from webapp.web.resources import data_dir, get_dataset, get_model, upload_cap
@@ -31,6 +38,12 @@ def _index(form=None, error=None, refused_by=None, status=200, node=None):
     folder = data_dir()
     dataset = get_dataset()
     active = registry.active_version(folder)
+    if form is not None:
+        settings_from = {"typed": True}  # a refused form comes back as it was typed
+    elif request.args.get("settings") == "defaults":
+        form, settings_from = forms.form_defaults(), {}
+    else:
+        form, settings_from = forms.remembered_form(folder)
     versions = registry.versions(folder, include_pending=True)  # pending: shown, not activatable
     return render_template(
         "admin/index.html", counts=dataset.class_counts(), unlabeled=dataset.unlabeled_count(),
@@ -41,7 +54,7 @@ def _index(form=None, error=None, refused_by=None, status=200, node=None):
         problems=report.problems(folder, active) if active else [],
         running=jobs.running(folder, "train"),
         last_training=next(iter(jobs.recent(folder, kind="train", limit=1)), None),
-        form=form or forms.form_defaults(), archs=training.ARCHS,
+        form=form, settings_from=settings_from, estimate=_estimate(form), archs=training.ARCHS,
         error=error, refused_by=refused_by, events=dataset.history(limit=10),
         tokens=node_tokens.listing(folder), node=node or {},
     ), status
@@ -51,6 +64,24 @@ def _index(form=None, error=None, refused_by=None, status=200, node=None):
 @admin_required
 def index():
     return _index()
+
+
+def _estimate(form):
+    """Return the form's run's estimate as JSON, or {"error": why the form cannot run}."""
+    try:
+        params = forms.params_from_form(form, forms.recipe_settings(current_app.config))
+    except training.TrainingRefused as e:
+        return {"error": f"No estimate: {e}."}
+    return run_estimate.for_data_dir(data_dir(), training.TrainOptions.from_params(params),
+                                     get_dataset().class_counts()).as_json()
+
+
+@bp.route("/estimate.json")
+@admin_required
+def estimate():
+    """What the retrain form's run would cost here, phase by phase, and what that rests on."""
+    answer = _estimate({**forms.form_defaults(), **request.args.to_dict()})
+    return answer, 400 if "error" in answer else 200
 
 
 @bp.route("/train", methods=["POST"])
