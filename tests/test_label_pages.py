@@ -260,10 +260,15 @@ def test_an_admin_adds_a_classified_picture_to_the_dataset(trained_copy):
     row = ds.conn.execute("SELECT * FROM images WHERE source = 'classify'").fetchone()
     assert row["label"] == "blue" and row["original_name"] == "mine.jpg"
     ds.close()
+    # Refused: the classify page again, ready for another picture, saying why.
     again = post(client, admin, "/label/from-classify", sha256=sha, label="")
-    assert again.status_code == 400 and "no longer kept" in again.get_data(as_text=True)
+    text = again.get_data(as_text=True)
+    assert again.status_code == 400 and "no longer kept" in text
+    assert 'name="file"' in text and "cannot join the dataset" in text
     forged = post(client, admin, "/label/from-classify", sha256="../../secret_key", label="")
-    assert forged.status_code == 400
+    assert forged.status_code == 400 and 'name="file"' in forged.get_data(as_text=True)
+    odd = post(client, admin, "/label/from-classify", sha256=sha, label="../x")
+    assert odd.status_code == 400 and "cannot join the dataset" in odd.get_data(as_text=True)
 
 
 # ---- nobody else ------------------------------------------------------------------------------

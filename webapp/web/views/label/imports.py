@@ -7,7 +7,7 @@ from webapp.ingest.uploads import UploadRefused
 from webapp.jobs import imports as import_jobs, runner as jobs
 from webapp.web.auth import admin_required
 from webapp.web.errors import sentence
-from webapp.web.resources import data_dir, get_dataset, upload_cap
+from webapp.web.resources import data_dir, get_dataset, get_model, upload_cap
 from webapp.web.views.label.blueprint import ACTOR, back, bp, label_field
 
 
@@ -160,12 +160,15 @@ def show_import(job_id):
 @admin_required
 def add_classified():
     sha = request.form.get("sha256", "")
-    label = label_field()
-    added = get_dataset().add_image(uploads.stashed(data_dir(), sha), label=label,
-                                    source="classify", name=request.form.get("name") or None,
-                                    actor=ACTOR)
+    try:
+        label = label_field()
+        added = get_dataset().add_image(uploads.stashed(data_dir(), sha), label=label,
+                                        source="classify", name=request.form.get("name") or None,
+                                        actor=ACTOR)
+    except (UploadRefused, StoreError) as e:
+        return _classify_again(f"That picture cannot join the dataset: {str(e).rstrip('.')}.")
     if added.status == "rejected":
-        abort(400, description=f"That picture cannot join the dataset: {added.reason}.")
+        return _classify_again(f"That picture cannot join the dataset: {added.reason}.")
     uploads.forget_stashed(data_dir(), sha)
     where = f"class {label!r}" if label else "the unlabeled images"
     if added.status == "duplicate":
@@ -173,3 +176,8 @@ def add_classified():
     else:
         flash(f"Added the picture to {where} (image #{added.image_id}).")
     return back("classify.index")
+
+
+def _classify_again(error):
+    """Answer a refused "add to the dataset" on the classify page, whose form is ready again."""
+    return render_template("classify/index.html", model=get_model(), error=error), 400
