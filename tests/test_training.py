@@ -58,7 +58,8 @@ def test_each_phase_records_its_seconds(trained_dir):
     assert all(s >= 0 for s in phases.values())
     assert sum(phases.values()) == pytest.approx(metrics["seconds"], abs=0.5)
     epochs = sum(h["seconds"] for h in metrics["history"])
-    assert phases["from scratch"] >= epochs
+    # The stage holds its epochs (each figure is rounded to 0.01 s on its own).
+    assert phases["from scratch"] >= epochs - 0.01 * (len(metrics["history"]) + 1)
 
 
 def test_the_exported_learner_predicts_its_own_validation_images(trained_dir):
