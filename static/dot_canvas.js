@@ -138,6 +138,7 @@ export class DotCanvas {
   // Show the drawn dots, a ring round the hovered one (-1: none) and the box being dragged.
   frame(hovered, box) {
     const { ctx } = this;
+    if (!this.base.width || !this.base.height) return; // not laid out (hidden, or the page is leaving)
     ctx.setTransform(1, 0, 0, 1, 0, 0);
     ctx.drawImage(this.base, 0, 0);
     ctx.setTransform(this.dpr, 0, 0, this.dpr, 0, 0);
