@@ -10,15 +10,21 @@ LOADED_WIDTH = """i => i.complete ? i.naturalWidth : new Promise(done => {
     i.onload = () => done(i.naturalWidth); i.onerror = () => done(0); })"""
 
 
+
+def logged_in_admin_page(browser, url):
+    """Open /admin/ in a new page and log in as the admin."""
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    page.goto(url + "/admin/")
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url("**/admin/")
+    return page
+
 def test_an_admin_retrains_watches_reads_the_report_and_activates(browser, trained_copy):
     data_dir, v1, _ = trained_copy
     app = make_app(data_dir, LOAD_MODEL=True, TESTING=False)
     with serving(app) as url:
-        page = browser.new_page(viewport={"width": 1100, "height": 900})
-        page.goto(url + "/admin/")
-        page.fill("#password", PASSWORD)
-        page.click("button[type=submit]")
-        page.wait_for_url("**/admin/")
+        page = logged_in_admin_page(browser, url)
 
         form = page.locator("form.train-form")
         # No run started yet: the active version's settings (the session model's).
@@ -107,11 +113,7 @@ def test_the_estimate_follows_the_form_before_start(browser, trained_copy, monke
     data_dir, v1, _ = trained_copy
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no weights here; and offline
     with serving(make_app(data_dir, TESTING=False)) as url:
-        page = browser.new_page(viewport={"width": 1100, "height": 900})
-        page.goto(url + "/admin/")
-        page.fill("#password", PASSWORD)
-        page.click("button[type=submit]")
-        page.wait_for_url("**/admin/")
+        page = logged_in_admin_page(browser, url)
         form = page.locator("form.train-form")
         total = form.locator("[data-estimate-total]")
         basis = form.locator("[data-estimate-basis]")
