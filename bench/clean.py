@@ -6,7 +6,8 @@
     .venv/bin/python bench/clean.py quality [--per-class 60] [--flip 0.1] [--epochs 2] [--cv 0]
     .venv/bin/python bench/clean.py loop [--images 1200] [--test 400] [--size 32] [--epochs 12]
                                          [--fine-tune 2] [--flip 0.1] [--junk 0.05]
-                                         [--delete 0.05] [--relabel 0]
+                                         [--delete 0.05] [--relabel 0] [--rounds 1]
+                                         [--cv 0] [--cv-epochs N] [--delete-later 0]
 
 throughput: images/s of scoring at 224 px with an (untrained: speed does not depend on the
   weights) resnet34, one forward pass for probabilities and embedding (Classifier.scores, what
@@ -28,7 +29,10 @@ loop: the loop closes (bench/clean_loop.py). `--images` digits drawn as in clean
   the page's POST calls: accept the suggested label of every label issue cleanlab flags, and
   delete the top `--delete` share of the outlier list (with `--relabel`: accept the
   suggestions of the top that share of the label-issue list instead of the flagged ones);
-  retrain; train the same recipe on the same digits without flips and junk. Accuracy of all
+  retrain (with `--rounds R`: rescore the new model and clean again, R times, deleting the top
+  `--delete-later` share of outliers after the first round; with `--cv k`: k-fold retraining,
+  the Rescore page's thorough option, before each round's decisions); train the same recipe on
+  the same digits without flips and junk. Accuracy of all
   three on `--test` other digits, drawn the same way and never trained on. Prints the CPU and
   load, then one JSON line: flipped, junk, the recalls in the first 2000 of each list (and in
   the first n, n: how many were injected), acc_dirty, acc_cleaned, acc_clean, the counts acted
@@ -380,6 +384,14 @@ def main():
     m.add_argument("--delete", type=float, default=0.05)
     m.add_argument("--relabel", type=float, default=0,
                    help="relabel the top share of label issues (0: the ones cleanlab flags)")
+    m.add_argument("--cv", type=int, default=0,
+                   help="also cross-validate with k fold models before acting (Rescore's option)")
+    m.add_argument("--cv-epochs", type=int, default=None,
+                   help="epochs per fold model, in one cycle (default: the version's recipe)")
+    m.add_argument("--rounds", type=int, default=1,
+                   help="clean and retrain this many times (each round rescores the new model)")
+    m.add_argument("--delete-later", type=float, default=0,
+                   help="the share of outliers deleted in rounds after the first")
     m.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     what = {"throughput": throughput, "duplicates": duplicates, "pages": pages, "quality": quality,

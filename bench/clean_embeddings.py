@@ -129,11 +129,16 @@ def alternatives(data_dir, version, cleaner, flipped, junk, save=None):
                  flipped=np.array(sorted(flipped)), junk=np.array(sorted(junk)))
     valid = cleaner.valid[rows]
     mixed = np.where(valid[:, None], cleaner.probs[rows], probs)  # valid: the network's own
-    for name, p in [("embedding CV for every image (the default)", probs),
-                    ("network's own for valid, embedding CV for train", mixed)]:
-        quality, flagged = lists.rank_label_issues(cleaner.label_idx[rows], p)
-        order = cleaner.ids[rows][np.lexsort((quality, ~flagged))].tolist()
-        show(f"label issues, {name}", order, flipped, len(order))
+    labels = cleaner.label_idx[rows]
+    for name, p in [("embedding CV for every image, both splits ranked together", probs),
+                    ("network's own for valid, embedding CV for train, within split", mixed)]:
+        if "together" in name:
+            quality, flagged = lists.rank_label_issues(labels, p)
+            order = np.lexsort((quality, ~flagged))
+        else:
+            quality, rank, flagged = lists.rank_within_groups(labels, p, valid)
+            order = np.lexsort((quality, rank, ~flagged))
+        show(f"label issues, {name}", cleaner.ids[rows][order].tolist(), flipped, len(order))
     for k in (10, 30):
         typical = OutOfDistribution({"k": k}).fit_score(
             features=embedding_models.normalised(emb), verbose=False)

@@ -60,7 +60,8 @@ def act(data_dir, version, outlier_share, relabel_share=0):
     losses = [i["image_id"] for i in c.top_losses(limit=n).items]
     outliers = [i["image_id"] for i in c.outliers(limit=n).items]
     delete = outliers[:round(outlier_share * n)]
-    decisions.decide(ds, "delete", delete)
+    if delete:
+        decisions.decide(ds, "delete", delete)
     by_label = {}
     top = issues[:round(relabel_share * n)] if relabel_share else [i for i in issues
                                                                    if i["flagged"]]
@@ -79,7 +80,7 @@ def loop(args):
     from sklearn.datasets import load_digits
 
     from tests.pictures import encode
-    from webapp.cleaning import scoring
+    from webapp.cleaning import crossval, scoring
 
     load_before = loadavg()
     started = time.perf_counter()
@@ -103,11 +104,23 @@ def loop(args):
         flipped = {ids[n] for n in flip_at}
         junk_ids = set(ids[len(pics):])
         version = train(d_dir, args)
-        scoring.score_version(d_dir, version)
         out["acc_dirty"] = accuracy(d_dir, version, test, test_truth)
-        issues, losses, outliers, relabelled, deleted = act(d_dir, version, args.delete,
-                                                             args.relabel)
-        out["acc_cleaned"] = accuracy(d_dir, train(d_dir, args), test, test_truth)
+        relabelled, deleted, rounds = [], [], []
+        for n in range(args.rounds):  # the lesson's loop: clean with the model, retrain, again
+            scoring.score_version(d_dir, version)
+            if args.cv:  # the Rescore button's thorough option: k fold models of the recipe
+                crossval.cross_validate(d_dir, version, args.cv, epochs=args.cv_epochs)
+            lists_now = act(d_dir, version, args.delete if n == 0 else args.delete_later,
+                            args.relabel)
+            if n == 0:
+                issues, losses, outliers = lists_now[:3]
+            relabelled += lists_now[3]
+            deleted += lists_now[4]
+            version = train(d_dir, args)
+            rounds.append({"relabelled": len(lists_now[3]), "deleted": len(lists_now[4]),
+                           "acc": accuracy(d_dir, version, test, test_truth)})
+            print("round", n + 1, rounds[-1], flush=True)
+        out["acc_cleaned"] = rounds[-1]["acc"]
         fill(c_dir, pics, truth)
         out["acc_clean"] = accuracy(c_dir, train(c_dir, args), test, test_truth)
     fixed = {i for i in relabelled if i in flipped}
@@ -123,11 +136,11 @@ def loop(args):
         "outlier_recall_n": recalls(outliers, junk_ids, [len(junk_ids)])[len(junk_ids)],
         "target_met": out["acc_cleaned"] >= out["acc_clean"] - 0.01,
         "images": len(ids), "test_images": len(test), "size": args.size,
-        "epochs": f"{args.epochs}+{args.fine_tune}",
+        "epochs": f"{args.epochs}+{args.fine_tune}", "cv_folds": args.cv,
         "rule": ("relabel " + (f"the top {args.relabel:.0%} of label issues" if args.relabel
                                else "every flagged label issue") + " to the suggestion; delete "
                  f"the top {args.delete:.0%} of outliers"),
-        "relabelled": len(relabelled), "relabelled_flipped": len(fixed),
+        "rounds": rounds, "relabelled": len(set(relabelled)), "relabelled_flipped": len(fixed),
         "deleted": len(deleted), "deleted_junk": len(set(deleted) & junk_ids),
         "seconds": round(time.perf_counter() - started),
         "cpu": cpu_model(), "load_before": load_before, "load_after": loadavg(),

@@ -168,6 +168,27 @@ def test_suspected_label_errors_rank_flipped_labels_first_on_out_of_sample_proba
     assert first["image_id"] not in {i["image_id"] for i in again.items}
 
 
+def test_label_issues_are_ranked_within_their_split():
+    # training images: their embeddings were fitted to their labels, so even out-of-fold
+    # probabilities are confident, and a flipped one is doubted only a little; validation
+    # images: ordinary doubt everywhere, and one flipped label the model is sure of
+    train = [[0.97, 0.02, 0.01], [0.02, 0.97, 0.01], [0.01, 0.02, 0.97]] * 20 + [[0.35, 0.05, 0.6]]
+    doubt = [[0.55, 0.225, 0.225], [0.225, 0.55, 0.225], [0.225, 0.225, 0.55]]
+    valid = doubt * 20 + [[0.05, 0.9, 0.05]]
+    probs = np.array(train + valid)
+    labels = np.array(([0, 1, 2] * 20 + [0]) * 2)
+    labels[60], labels[121] = 2, 0  # really a 0 and a 1
+    groups = np.repeat([False, True], 61)
+
+    together, _ = cleaning.rank_label_issues(labels, probs)
+    assert 60 not in np.argsort(together, kind="stable")[:60]  # behind every validation image
+
+    quality, rank, flagged = cleaning.rank_within_groups(labels, probs, groups)
+    assert quality == pytest.approx(together)  # the score shown stays cleanlab's
+    assert set(np.lexsort((quality, rank, ~flagged))[:2].tolist()) == {60, 121}
+    assert rank[60] == rank[121] == pytest.approx(0.5 / 61)
+
+
 def test_cleanlab_ranking_on_three_classes():
     probs = np.array([[0.9, 0.05, 0.05], [0.1, 0.8, 0.1], [0.05, 0.05, 0.9]] * 10
                      + [[0.05, 0.9, 0.05]])

@@ -242,32 +242,34 @@ class Cleaner:
         return names
 
     def judged(self):
-        """Return (rows, probabilities, source, label quality, flagged) of the images not kept
-        whose label out-of-sample probabilities can judge (see label_issues)."""
+        """Return (rows, probabilities, source, label quality, rank, flagged) of the images not
+        kept whose label out-of-sample probabilities can judge (see label_issues)."""
         rows, probs, source = self.out_of_sample()
         keep = self.label_idx[rows] >= 0
         if len(rows):
             keep &= self._not_kept()[rows]
         rows, probs, source = rows[keep], probs[keep], source[keep]
         labels = self.label_idx[rows]
-        quality, flagged = _cached(
+        split = self.valid[rows]
+        quality, rank, flagged = _cached(
             ("quality", str(self.data_dir), self.version,
              *(_stamp(self.data_dir, self.version, name)
                for name in (scoring.SCORES, scoring.CV_SCORES, scoring.EMBEDDING_CV)),
              rows.tobytes(), labels.tobytes()),
-            lambda: rank_label_issues(labels, probs))
-        return rows, probs, source, quality, flagged
+            lambda: rank_within_groups(labels, probs, split))
+        return rows, probs, source, quality, rank, flagged
 
     def label_issues(self, offset=0, limit=30):
         """Return a Page of suspected label errors, most suspect first.
 
-        Ranked by cleanlab's self-confidence label-quality score on out-of-sample probabilities;
-        images cleanlab's confident learning flags come first. Items say the suggested label and
+        Ranked by cleanlab's self-confidence label-quality score on out-of-sample probabilities,
+        within each split (rank_within_groups); images cleanlab's confident learning flags come
+        first. Items say the suggested label and
         `judged_by`, the source of its probability (beside the model's own `predicted`); the
         Page's `sources` says how many images each source of probabilities judged.
         """
-        rows, probs, source, quality, flagged = self.judged()
-        order = np.lexsort((quality, ~flagged))
+        rows, probs, source, quality, rank, flagged = self.judged()
+        order = np.lexsort((quality, rank, ~flagged))
         names = self.source_names()
         judges = {**names, MODEL_OWN: "the model itself (a validation image)"}
         items = []
@@ -326,6 +328,28 @@ def rank_label_issues(labels, probs):
         except (ValueError, AssertionError):  # e.g. a class with no example among these rows
             flagged = quality < 0.5
     return np.asarray(quality), np.asarray(flagged, bool)
+
+
+def rank_within_groups(labels, probs, groups):
+    """Return (label quality, rank, flagged) per row, judging each group on its own.
+
+    The training images' embeddings were fitted to their labels and the validation images'
+    were not, so even out-of-fold probabilities on them are calibrated differently: a
+    validation image's ordinary doubt outranks a training image's strong one. Within each
+    group cleanlab flags (its thresholds are per-class averages) and ranks; `rank` is the
+    row's mid-rank share of its group, 0 = most suspect, so the lists interleave the groups in
+    proportion. On bench/clean.py loop's set (resnet18 from scratch, 10% flipped) this put 65%
+    of the flipped images among the first n, against 52% ranked together.
+    """
+    groups = np.asarray(groups)
+    quality = np.zeros(len(labels))
+    rank, flagged = np.zeros(len(labels)), np.zeros(len(labels), bool)
+    for g in np.unique(groups):
+        rows = np.flatnonzero(groups == g)
+        quality[rows], flagged[rows] = rank_label_issues(labels[rows], probs[rows])
+        order = np.argsort(quality[rows], kind="stable")
+        rank[rows[order]] = (np.arange(len(rows)) + 0.5) / len(rows)
+    return quality, rank, flagged
 
 
 def status(cleaner):
